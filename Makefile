@@ -1,0 +1,49 @@
+# ehrflow — the front door. `make demo` runs the reference scenario; `make test` runs every test.
+# Needs only Python 3.11+, make and gcc: everything else is installed into .venv from requirements.lock.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PACKAGES := libs/contracts libs/runtime services/auth services/ingest services/inference services/writeback devstack
+PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
+
+.PHONY: help setup demo test test-unit test-integration stack asyncapi lint clean
+
+help:
+	@echo "make demo              run the reference scenario on a local stack (two sandbox EHRs)"
+	@echo "make test              every test: unit, handler, integration and end-to-end on real parts"
+	@echo "make stack             start the local stack and keep it running (Ctrl-C stops it)"
+	@echo "make asyncapi          regenerate docs/asyncapi/*.yaml from the code"
+	@echo "make clean             remove .venv and the local stack's state"
+
+$(STAMP): requirements.lock $(PYPROJECTS)
+	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "ehrflow needs Python 3.11+")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+		$(addprefix -e ,$(PACKAGES))
+	touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/python -m ehrflow_devstack demo
+
+stack: setup
+	$(BIN)/python -m ehrflow_devstack up
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-unit: setup
+	$(BIN)/python -m pytest -m "not integration"
+
+test-integration: setup
+	$(BIN)/python -m pytest -m integration
+
+asyncapi: setup
+	$(BIN)/python -m ehrflow_devstack asyncapi
+
+clean:
+	rm -rf $(VENV) .ehrflow .pytest_cache

@@ -1,0 +1,119 @@
+"""Event models, one per topic (see ``topics``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ehrflow_contracts.envelope import Envelope
+
+Flavour = Literal["r4-backport", "r4b-backport", "r5", "r4-classic"]
+NotificationType = Literal["handshake", "heartbeat", "event-notification", "query-status", "query-event"]
+ContentLevel = Literal["empty", "id-only", "full-resource"]
+
+
+class Reference(BaseModel):
+    """A FHIR reference as ``Type/id`` plus what the sender wrote."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    reference: str | None = Field(default=None, description="Normalized `Type/id`, when one could be derived.")
+    original: str = Field(description="The reference exactly as the sender wrote it.")
+
+
+class NotificationReceived(Envelope):
+    """One notification event an EHR sent to ingest, normalized across Subscription flavours."""
+
+    subscription: str | None = Field(default=None, description="`Subscription/id` at the sender, if given.")
+    topic: str | None = Field(default=None, description="SubscriptionTopic canonical (topic-based only).")
+    flavour: Flavour
+    notification_type: NotificationType
+    content_level: ContentLevel
+    event_number: int | None = Field(default=None, description="The sender's event number, if any.")
+    events_since_subscription_start: int | None = None
+    focus: Reference | None = Field(default=None, description="The resource the event is about.")
+    additional_context: tuple[Reference, ...] = ()
+    patient: str | None = Field(default=None, description="`Patient/id` the event concerns, when known.")
+    resource: dict[str, Any] | None = Field(
+        default=None, description="The focus resource, when the sender included it (full-resource)."
+    )
+    dedupe_key: str = Field(description="Key under which duplicates of this event are recognised.")
+
+
+class SubscriptionSignal(Envelope):
+    """A handshake or heartbeat: the subscription is alive."""
+
+    subscription: str | None = None
+    topic: str | None = None
+    notification_type: NotificationType
+    status: str | None = Field(default=None, description="Subscription status the sender reported.")
+    events_since_subscription_start: int | None = None
+
+
+class NotificationQuarantined(Envelope):
+    """Input ingest could not accept, kept verbatim for inspection (may contain PHI: restrict the topic)."""
+
+    reason: str = Field(description="Why it was rejected (the OperationOutcome diagnostics).")
+    path: str
+    content_type: str | None = None
+    body_base64: str = Field(description="The raw request body, base64-encoded.")
+
+
+class ModelRef(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    name: str
+    version: str
+
+
+class DraftProposed(Envelope):
+    """An AI-generated FHIR resource awaiting human review."""
+
+    draft_id: str = Field(description="Stable id: the same inputs always give the same draft id.")
+    workflow: str
+    model: ModelRef
+    patient: str = Field(description="`Patient/id`.")
+    resource: dict[str, Any] = Field(description="The drafted FHIR resource (R4), without an id.")
+    basis: tuple[str, ...] = Field(description="Versioned references of the inputs used.")
+    summary: dict[str, Any] = Field(default_factory=dict, description="Model-specific figures for reviewers.")
+    auto_approve: bool = False
+
+
+class InferenceOutcome(Envelope):
+    """A notification that produced no draft, and why."""
+
+    workflow: str
+    outcome: Literal["insufficient-data", "not-applicable"]
+    patient: str | None = None
+    missing: tuple[str, ...] = Field(default=(), description="Inputs that were required but absent.")
+    detail: str = ""
+
+
+class ReviewDecided(Envelope):
+    """A clinician's decision on a draft."""
+
+    draft_id: str
+    decision: Literal["approved", "rejected"]
+    reviewer: str = Field(description="FHIR reference of the reviewer, e.g. `Practitioner/123`.")
+    decided_at: datetime
+    reason: str | None = None
+
+
+class WritebackCompleted(Envelope):
+    """The result of writing an approved draft to its organization's EHR."""
+
+    draft_id: str
+    status: Literal["written", "failed"]
+    resource: str | None = Field(default=None, description="`Type/id` of the written resource.")
+    provenance: str | None = Field(default=None, description="`Provenance/id` written with it.")
+    detail: str = ""
+
+
+class DeadLettered(Envelope):
+    """A message a consumer gave up on, with the reason."""
+
+    source_topic: str
+    error: str
+    payload: dict[str, Any] | None = None

@@ -1,0 +1,44 @@
+"""The FHIR release ehrflow speaks to EHRs: R4 (4.0.1), modelled by ``fhir.resources.R4B``.
+
+fhir.resources has no separate R4 package; its R4B models validate R4 JSON for the resources we write
+(RiskAssessment, Provenance, DocumentReference). Import FHIR models through this module only, so the
+release is pinned in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import json
+
+from fhir.resources.R4B import get_fhir_model_class
+
+FHIR_VERSION = "4.0.1"
+
+SYSTEM_TAG = "https://ehrflow.dev/fhir/CodeSystem/tag"
+"""Code system of ehrflow's own ``meta.tag`` codes."""
+TAG_GENERATED = "ehrflow-generated"
+"""``meta.tag`` on everything ehrflow writes, so ingest can drop the echo of its own writes."""
+SYSTEM_DRAFT = "https://ehrflow.dev/fhir/CodeSystem/draft"
+"""``meta.tag`` system whose code is the draft id: the key of idempotent (conditional) writes."""
+AI_ASSISTED = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "AIAST",
+    "display": "Artificial Intelligence asserted",
+}
+"""Security label marking content produced with AI assistance."""
+
+
+def validate(resource: dict[str, Any]) -> dict[str, Any]:
+    """Validate a resource against the pinned FHIR models and return its JSON form.
+
+    Costly (~1 ms): use it where it pays (before writing to an EHR), not on ingest's hot path.
+    """
+    model = get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+    result: dict[str, Any] = json.loads(model.model_dump_json(exclude_none=True))
+    return result
+
+
+def is_generated_by_ehrflow(resource: dict[str, Any] | None) -> bool:
+    tags = ((resource or {}).get("meta") or {}).get("tag") or []
+    return any(t.get("system") == SYSTEM_TAG and t.get("code") == TAG_GENERATED for t in tags)

@@ -1,0 +1,39 @@
+"""Topic names, defined once: ``ehrflow.<domain>.<entity>.<event>.v<N>``.
+
+A breaking change to an event is a new topic version, never an edit in place.
+"""
+
+NOTIFICATION_RECEIVED = "ehrflow.ingest.notification.received.v1"
+"""One record per notification event an EHR sent us (ingest → inference)."""
+
+SUBSCRIPTION_SIGNAL = "ehrflow.ingest.subscription.signal.v1"
+"""Handshakes and heartbeats: liveness of each EHR subscription (control topic)."""
+
+NOTIFICATION_QUARANTINED = "ehrflow.ingest.notification.quarantined.v1"
+"""Raw bytes of notifications that could not be parsed, kept for inspection."""
+
+DRAFT_PROPOSED = "ehrflow.inference.draft.proposed.v1"
+"""An AI draft waiting for human review (inference → writeback)."""
+
+INFERENCE_OUTCOME = "ehrflow.inference.outcome.recorded.v1"
+"""Why a notification produced no draft (insufficient data, not applicable)."""
+
+REVIEW_DECIDED = "ehrflow.writeback.review.decided.v1"
+"""A clinician approved or rejected a draft."""
+
+WRITEBACK_COMPLETED = "ehrflow.writeback.write.completed.v1"
+"""An approved draft was written to its organization's EHR (or definitively failed)."""
+
+DEAD_LETTER = "ehrflow.platform.message.deadlettered.v1"
+"""Messages a consumer could not process for a permanent reason."""
+
+ALL: tuple[str, ...] = (
+    NOTIFICATION_RECEIVED,
+    SUBSCRIPTION_SIGNAL,
+    NOTIFICATION_QUARANTINED,
+    DRAFT_PROPOSED,
+    INFERENCE_OUTCOME,
+    REVIEW_DECIDED,
+    WRITEBACK_COMPLETED,
+    DEAD_LETTER,
+)

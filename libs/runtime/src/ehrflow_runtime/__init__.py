@@ -1,0 +1,1 @@
+"""Runtime plumbing shared by ehrflow services. Importable, never run on its own."""

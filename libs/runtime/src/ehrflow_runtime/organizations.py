@@ -1,0 +1,188 @@
+"""The organization registry: one YAML file describing every organization (health system) ehrflow serves.
+
+Secrets are never inline: keys, webhook secrets and reviewer keys are referenced by file path, relative
+to the registry file's folder (or absolute), so Kubernetes can mount them from Secrets. An invalid file
+fails at start-up with a message naming the file, the organization and the field. See README
+"Organization file reference" for every field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ehrflow_runtime.errors import ConfigurationError
+
+_ORG_ID = r"^[a-z0-9][a-z0-9-]{0,62}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SigningKey(_Strict):
+    file: Path = Field(description="PEM private key (PKCS#8), mounted from a Secret.")
+    kid: str = Field(min_length=1, description="Key id published in our JWKS and sent in assertions.")
+    alg: Literal["RS384", "ES384"] = "RS384"
+
+
+class BackendAuth(_Strict):
+    """SMART Backend Services client registration at the organization's EHR."""
+
+    client_id: str = Field(min_length=1)
+    method: Literal["private_key_jwt"] = "private_key_jwt"
+    token_endpoint: str | None = Field(default=None, description="Overrides discovery when set.")
+    scopes: tuple[str, ...] = Field(min_length=1)
+    key: SigningKey
+
+
+class WebhookSecret(_Strict):
+    header: str = Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$", description="Header the EHR sends it in.")
+    file: Path
+
+
+class Ingest(_Strict):
+    secrets: tuple[WebhookSecret, ...] = Field(
+        min_length=1, max_length=2, description="One secret, or two while rotating."
+    )
+
+
+class Review(_Strict):
+    api_key_file: Path = Field(description="Key a review client of this organization presents (bearer).")
+
+
+class News2Workflow(_Strict):
+    """The NEWS2 early-warning workflow contract for one organization."""
+
+    trigger_codes: tuple[str, ...] = Field(
+        default=("http://loinc.org|85353-1",),
+        description="Observation codes (`system|code`) that trigger scoring: a recorded vital-signs set.",
+    )
+    spo2_scale2_conditions: tuple[str, ...] = Field(
+        default=("https://ehrflow.dev/fhir/CodeSystem/news2|spo2-scale-2",),
+        description="Active Condition codes that put a patient on SpO2 scale 2 (hypercapnic target 88-92%).",
+    )
+    max_age_hours: float = Field(default=24.0, gt=0, description="Older vital signs do not count.")
+    auto_approve: bool = Field(default=False, description="Write without review. Off unless chosen.")
+
+
+class Workflows(_Strict):
+    news2: News2Workflow | None = None
+
+
+class Organization(_Strict):
+    id: str = Field(pattern=_ORG_ID)
+    name: str = Field(min_length=1)
+    fhir_base_url: str
+    allow_insecure_http: bool = Field(
+        default=False, description="Permit an http:// FHIR base. Local development only."
+    )
+    backend_auth: BackendAuth
+    ingest: Ingest
+    review: Review
+    workflows: Workflows = Workflows()
+
+    @field_validator("fhir_base_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _https_unless_allowed(self) -> Organization:
+        if urlsplit(self.fhir_base_url).scheme != "https" and not self.allow_insecure_http:
+            raise ValueError("fhir_base_url must use https (set allow_insecure_http only for local development)")
+        return self
+
+    @property
+    def fhir_origin(self) -> str:
+        """``scheme://host:port`` of the FHIR base: bearer tokens go nowhere else."""
+        parts = urlsplit(self.fhir_base_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+
+class Registry:
+    """All organizations, by id. Paths inside are already resolved against the file's folder."""
+
+    def __init__(self, organizations: dict[str, Organization], source: Path) -> None:
+        self._orgs = organizations
+        self.source = source
+
+    def __contains__(self, org_id: object) -> bool:
+        return org_id in self._orgs
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._orgs.values())
+
+    def __len__(self) -> int:
+        return len(self._orgs)
+
+    def get(self, org_id: str) -> Organization | None:
+        return self._orgs.get(org_id)
+
+    def ids(self) -> list[str]:
+        return sorted(self._orgs)
+
+
+def _fail(path: Path, org: str | None, field: str, message: str) -> ConfigurationError:
+    where = f"organization '{org}', " if org else ""
+    return ConfigurationError(f"{path}: {where}field '{field}': {message}")
+
+
+def _resolve_files(org: Organization, folder: Path) -> Organization:
+    """Make every secret path absolute and check that the file exists."""
+
+    def resolve(p: Path) -> Path:
+        return p if p.is_absolute() else (folder / p).resolve()
+
+    data = org.model_dump()
+    checks: list[tuple[str, list[Any], str]] = [
+        ("backend_auth.key.file", ["backend_auth", "key"], "file"),
+        ("review.api_key_file", ["review"], "api_key_file"),
+    ]
+    checks += [(f"ingest.secrets.{i}.file", ["ingest", "secrets", i], "file") for i in range(len(org.ingest.secrets))]
+    for dotted, route, key in checks:
+        node: Any = data
+        for step in route:
+            node = node[step]
+        node[key] = resolve(Path(node[key]))
+        if not node[key].is_file():
+            raise ValueError(f"{dotted}|file not found: {node[key]}")
+    return Organization.model_validate(data)
+
+
+def load_registry(path: Path | str) -> Registry:
+    """Load and validate the registry; raise ConfigurationError naming file, organization and field."""
+    path = Path(path).resolve()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise _fail(path, None, "-", f"cannot read the file ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        raise _fail(path, None, "-", f"not valid YAML ({exc})") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("organizations"), dict) or not raw["organizations"]:
+        raise _fail(path, None, "organizations", "expected a non-empty mapping of organization id to record")
+    extra = set(raw) - {"organizations"}
+    if extra:
+        raise _fail(path, None, sorted(extra)[0], "unknown top-level key")
+    orgs: dict[str, Organization] = {}
+    for org_id, record in raw["organizations"].items():
+        if not isinstance(record, dict):
+            raise _fail(path, str(org_id), "-", "expected a mapping")
+        try:
+            org = Organization.model_validate({"id": org_id, **record})
+            orgs[org.id] = _resolve_files(org, path.parent)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(x) for x in err["loc"]) or "-"
+            raise _fail(path, str(org_id), field, err["msg"]) from None
+        except ValueError as exc:
+            field, _, message = str(exc).partition("|")
+            raise _fail(path, str(org_id), field, message) from None
+    return Registry(orgs, path)

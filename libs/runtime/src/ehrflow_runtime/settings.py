@@ -1,0 +1,49 @@
+"""Settings shared by every service: read from ``EHRFLOW_*`` variables, built in ``main``, never at import.
+
+Nested fields use ``__``: ``EHRFLOW_KAFKA__BOOTSTRAP_SERVERS=broker:9092``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    enable_idempotence: bool = Field(
+        default=True,
+        description="Kafka's idempotent producer. On for Apache Kafka; off for Tansu (the local broker), "
+        "which answers InitProducerId with UnknownError. Exactly-once effects come from our own dedupe.",
+    )
+    publish_timeout_s: float = Field(default=5.0, description="How long a publish may wait for acks=all.")
+    create_topics: bool = Field(default=True, description="Create missing topics at start-up.")
+    partitions: int = 6
+    replication_factor: int = 1
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EHRFLOW_", env_nested_delimiter="__", extra="ignore")
+
+    organizations_file: Path = Field(description="The organization registry (YAML).")
+    kafka: KafkaSettings = KafkaSettings()
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+
+
+class AuthClientSettings(BaseModel):
+    """How a service reaches the auth service's internal token API."""
+
+    url: str = "http://127.0.0.1:8001"
+    service_name: str = Field(description="This service's name, as the auth service knows it.")
+    credential_file: Path = Field(description="File holding this service's credential for the auth service.")
+    timeout_s: float = 10.0
+
+
+def read_secret_file(path: Path) -> SecretStr:
+    """Read a secret from a mounted file (a Kubernetes Secret), stripping the trailing newline."""
+    return SecretStr(path.read_text(encoding="utf-8").strip())

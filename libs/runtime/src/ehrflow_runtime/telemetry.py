@@ -1,0 +1,44 @@
+"""OpenTelemetry set-up from the standard ``OTEL_*`` variables. Export is off unless asked for.
+
+- ``OTEL_SDK_DISABLED=true``: no SDK at all.
+- ``OTEL_TRACES_EXPORTER``: ``none`` (default here), ``console``, or ``otlp`` (needs the
+  ``opentelemetry-exporter-otlp`` package, configured by its own ``OTEL_EXPORTER_OTLP_*`` variables).
+- ``OTEL_SERVICE_NAME`` / ``OTEL_RESOURCE_ATTRIBUTES``: read by the SDK's Resource.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+log = logging.getLogger(__name__)
+
+
+def configure_telemetry(service_name: str) -> trace.TracerProvider:
+    """Install (once per process) and return the global tracer provider."""
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):
+        return current
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return current
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: f"ehrflow-{service_name}"}))
+    exporters = [e.strip() for e in os.environ.get("OTEL_TRACES_EXPORTER", "none").split(",") if e.strip()]
+    for name in exporters:
+        if name == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        elif name == "otlp":
+            try:
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+            except ImportError:
+                log.warning("OTEL_TRACES_EXPORTER=otlp but opentelemetry-exporter-otlp is not installed")
+                continue
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        elif name != "none":
+            log.warning("unknown OTEL_TRACES_EXPORTER", extra={"exporter": name})
+    trace.set_tracer_provider(provider)
+    return provider

@@ -1,0 +1,73 @@
+"""Client of the auth service's internal token API: the only way other services obtain EHR tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import httpx
+from pydantic import SecretStr
+
+from ehrflow_runtime.errors import UpstreamRejected, UpstreamUnavailable
+
+TOKEN_PATH = "/internal/v1/tokens"
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    value: SecretStr
+    expires_at: float
+    scope: str
+
+    def fresh_for(self, seconds: float) -> bool:
+        return self.expires_at - time.time() > seconds
+
+
+class TokenClient:
+    """Gets an organization's access token from the auth service; keeps it in memory until near expiry."""
+
+    def __init__(self, http: httpx.AsyncClient, *, base_url: str, service_name: str, credential: SecretStr) -> None:
+        self._http = http
+        self._url = base_url.rstrip("/") + TOKEN_PATH
+        self._service = service_name
+        self._credential = credential
+        self._cache: dict[str, AccessToken] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def token(self, organization_id: str, *, min_ttl: float = 60.0) -> AccessToken:
+        cached = self._cache.get(organization_id)
+        if cached and cached.fresh_for(min_ttl):
+            return cached
+        async with self._locks.setdefault(organization_id, asyncio.Lock()):
+            cached = self._cache.get(organization_id)
+            if cached and cached.fresh_for(min_ttl):
+                return cached
+            token = await self._fetch(organization_id, min_ttl, force=cached is not None and not cached.fresh_for(0))
+            self._cache[organization_id] = token
+            return token
+
+    def invalidate(self, organization_id: str) -> None:
+        self._cache.pop(organization_id, None)
+
+    async def _fetch(self, organization_id: str, min_ttl: float, *, force: bool) -> AccessToken:
+        try:
+            response = await self._http.post(
+                self._url,
+                json={"organization": organization_id, "min_ttl": min_ttl, "force_refresh": force},
+                headers={
+                    "Authorization": f"Bearer {self._credential.get_secret_value()}",
+                    "X-Ehrflow-Service": self._service,
+                },
+            )
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"auth service unreachable ({type(exc).__name__})") from exc
+        if response.status_code >= 500:
+            raise UpstreamUnavailable(f"auth service answered {response.status_code} for {organization_id}")
+        if response.status_code != 200:
+            raise UpstreamRejected(
+                f"auth service refused a token for {organization_id}: {response.status_code}",
+                status=response.status_code,
+            )
+        body = response.json()
+        return AccessToken(SecretStr(body["access_token"]), float(body["expires_at"]), body.get("scope", ""))

@@ -1,0 +1,1 @@
+"""ehrflow auth service: per-organization SMART Backend Services tokens, JWKS, a shared token cache."""

@@ -1,0 +1,1 @@
+"""ehrflow inference service: events in, workflow contracts applied, model drafts out."""

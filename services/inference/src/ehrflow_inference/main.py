@@ -1,0 +1,71 @@
+"""Wires the inference service together: settings, broker, clients, handlers, health endpoints."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
+from starlette.applications import Starlette
+
+from ehrflow_contracts import topics
+from ehrflow_inference.handlers import Deps, declare
+from ehrflow_inference.settings import InferenceSettings
+from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
+from ehrflow_runtime.fhir_client import FhirClient
+from ehrflow_runtime.health import health_routes
+from ehrflow_runtime.logging import configure_logging
+from ehrflow_runtime.organizations import load_registry
+from ehrflow_runtime.serve import make_http_client, run_asgi
+from ehrflow_runtime.settings import KafkaSettings, read_secret_file
+from ehrflow_runtime.telemetry import configure_telemetry
+from ehrflow_runtime.tokens import TokenClient
+
+
+def create_app(settings: InferenceSettings, broker: KafkaBroker | None = None) -> Starlette:
+    registry = load_registry(settings.organizations_file)
+    broker = broker or make_broker(settings.kafka, client_id="inference")
+    http = make_http_client(settings.auth.timeout_s)
+    tokens = TokenClient(http, base_url=settings.auth.url, service_name=settings.auth.service_name,
+                         credential=read_secret_file(settings.auth.credential_file))
+    clients = {org.id: FhirClient(http, tokens, org) for org in registry}
+    deps = Deps(registry=registry, fhir_for=clients.__getitem__, retry_delay_s=settings.retry_delay_s)
+    declare(broker, lambda: deps)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await ensure_topics(settings.kafka, topics.ALL)
+        await broker.start()
+        try:
+            yield
+        finally:
+            await broker.stop()
+            await http.aclose()
+
+    async def ready() -> bool:
+        return await broker_ready(broker)
+
+    return Starlette(routes=health_routes({"broker": ready}), lifespan=lifespan)
+
+
+def _documentation_only() -> Deps:
+    raise RuntimeError("handlers declared for the AsyncAPI document only")
+
+
+def asyncapi() -> FastStream:
+    broker = make_broker(KafkaSettings(bootstrap_servers="kafka:9092"), client_id="inference")
+    declare(broker, _documentation_only)
+    return FastStream(broker, specification=AsyncAPI(broker, title="ehrflow inference", version="1"))
+
+
+def main() -> None:
+    settings = InferenceSettings()  # type: ignore[call-arg]
+    configure_logging(settings.log_level)
+    configure_telemetry("inference")
+    run_asgi(create_app(settings), host=settings.host, port=settings.port)
+
+
+if __name__ == "__main__":
+    main()

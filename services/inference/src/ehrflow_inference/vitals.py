@@ -1,0 +1,133 @@
+"""Reading NEWS2's inputs out of FHIR vital-signs Observations.
+
+Codes (LOINC unless noted; an organization's EHR must record vitals with these codes):
+
+| parameter        | codes                                                         | value                              |
+|------------------|---------------------------------------------------------------|------------------------------------|
+| respiration rate | 9279-1                                                        | valueQuantity /min                 |
+| SpO2             | 59408-5, 2708-6                                               | valueQuantity %                    |
+| systolic BP      | 8480-6 (alone, or a component of 85354-9 / 55284-4)           | valueQuantity mm[Hg]               |
+| pulse            | 8867-4                                                        | valueQuantity /min                 |
+| temperature      | 8310-5                                                        | valueQuantity Cel (or [degF])      |
+| consciousness    | 67775-7 (level of responsiveness)                             | valueCodeableConcept, ACVPU code   |
+| air or oxygen    | 3151-8 (inhaled O2 flow rate: > 0 = oxygen), or               | valueQuantity L/min                |
+|                  | ehrflow `supplemental-oxygen`                                 | valueBoolean                       |
+
+ACVPU codes: system ``https://ehrflow.dev/fhir/CodeSystem/acvpu`` with codes ``A C V P U``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ehrflow_inference.news2 import Consciousness
+
+LOINC = "http://loinc.org"
+SYSTEM_ACVPU = "https://ehrflow.dev/fhir/CodeSystem/acvpu"
+SYSTEM_NEWS2 = "https://ehrflow.dev/fhir/CodeSystem/news2"
+
+CODES: dict[str, set[tuple[str, str]]] = {
+    "respiration_rate": {(LOINC, "9279-1")},
+    "spo2": {(LOINC, "59408-5"), (LOINC, "2708-6")},
+    "systolic_bp": {(LOINC, "8480-6")},
+    "pulse": {(LOINC, "8867-4")},
+    "temperature": {(LOINC, "8310-5")},
+    "consciousness": {(LOINC, "67775-7")},
+    "air_or_oxygen": {(LOINC, "3151-8"), (SYSTEM_NEWS2, "supplemental-oxygen")},
+}
+BP_PANELS = {(LOINC, "85354-9"), (LOINC, "55284-4")}
+
+
+@dataclass(frozen=True)
+class Reading:
+    parameter: str
+    value: Any
+    effective: datetime
+    basis: str
+    """Versioned reference of the Observation it came from: ``Observation/id/_history/v``."""
+
+
+def codings(concept: dict[str, Any] | None) -> set[tuple[str, str]]:
+    return {(c.get("system", ""), c.get("code", "")) for c in (concept or {}).get("coding") or []}
+
+
+def effective_time(obs: dict[str, Any]) -> datetime | None:
+    text = obs.get("effectiveDateTime") or (obs.get("effectivePeriod") or {}).get("end") or obs.get("issued")
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else None
+
+
+def versioned(obs: dict[str, Any]) -> str:
+    version = (obs.get("meta") or {}).get("versionId")
+    ref = f"{obs['resourceType']}/{obs['id']}"
+    return f"{ref}/_history/{version}" if version else ref
+
+
+def _quantity(node: dict[str, Any]) -> tuple[float, str] | None:
+    q = node.get("valueQuantity")
+    if not isinstance(q, dict) or not isinstance(q.get("value"), int | float):
+        return None
+    return float(q["value"]), str(q.get("code") or q.get("unit") or "")
+
+
+def _consciousness(obs: dict[str, Any]) -> Consciousness | None:
+    for system, code in codings(obs.get("valueCodeableConcept")):
+        if system == SYSTEM_ACVPU and code.upper() in ("A", "C", "V", "P", "U"):
+            return code.upper()  # type: ignore[return-value]
+    return None
+
+
+def readings(obs: dict[str, Any]) -> list[Reading]:
+    """The NEWS2 readings one Observation provides (a BP panel provides its systolic component)."""
+    if obs.get("status") not in ("final", "amended", "corrected", "preliminary"):
+        return []
+    when = effective_time(obs)
+    if when is None or not obs.get("id"):
+        return []
+    basis = versioned(obs)
+    codes = codings(obs.get("code"))
+    found: list[Reading] = []
+    if codes & BP_PANELS:
+        for component in obs.get("component") or []:
+            if codings(component.get("code")) & CODES["systolic_bp"]:
+                q = _quantity(component)
+                if q:
+                    found.append(Reading("systolic_bp", q[0], when, basis))
+    for parameter, known in CODES.items():
+        if not codes & known:
+            continue
+        if parameter == "consciousness":
+            level = _consciousness(obs)
+            if level:
+                found.append(Reading(parameter, level, when, basis))
+        elif parameter == "air_or_oxygen":
+            if isinstance(obs.get("valueBoolean"), bool):
+                found.append(Reading(parameter, obs["valueBoolean"], when, basis))
+            elif (q := _quantity(obs)) is not None:
+                found.append(Reading(parameter, q[0] > 0, when, basis))
+        elif (q := _quantity(obs)) is not None:
+            value, unit = q
+            if parameter == "temperature" and unit in ("[degF]", "°F", "degF"):
+                value = (value - 32) * 5 / 9
+            found.append(Reading(parameter, value, when, basis))
+    return found
+
+
+def latest(observations: list[dict[str, Any]], *, not_before: datetime, not_after: datetime) -> dict[str, Reading]:
+    """The most recent reading of each parameter within ``[not_before, not_after]``."""
+    best: dict[str, Reading] = {}
+    for obs in observations:
+        for reading in readings(obs):
+            if not (not_before <= reading.effective <= not_after):
+                continue
+            current = best.get(reading.parameter)
+            if current is None or (reading.effective, reading.basis) > (current.effective, current.basis):
+                best[reading.parameter] = reading
+    return best

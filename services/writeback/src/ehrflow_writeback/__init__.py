@@ -1,0 +1,1 @@
+"""ehrflow writeback service: review queue, clinician decisions, idempotent writes to the EHR."""

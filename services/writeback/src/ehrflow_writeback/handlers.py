@@ -1,0 +1,112 @@
+"""Writeback's Kafka surface: drafts into the review queue; approved decisions into the EHR.
+
+Both consumers are at-least-once with idempotent effects: queueing is set-if-absent, writing is a
+conditional create, and the queue's status transitions are atomic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.publisher import DefaultPublisher
+
+from ehrflow_contracts import DeadLettered, DraftProposed, ReviewDecided, WritebackCompleted, topics
+from ehrflow_runtime.errors import PermanentError, RetryableError
+from ehrflow_runtime.fhir_client import FhirClient
+from ehrflow_writeback.queue import ReviewQueue
+from ehrflow_writeback.writer import write_approved
+
+log = logging.getLogger("ehrflow.writeback")
+
+QUEUE_GROUP = "ehrflow-writeback-queue"
+WRITER_GROUP = "ehrflow-writeback-writer"
+AUTO_REVIEWER = "Device/ehrflow-auto-approval"
+
+
+@dataclass
+class Deps:
+    queue: ReviewQueue
+    fhir_for: Callable[[str], FhirClient]
+    retry_delay_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class Publishers:
+    decisions: DefaultPublisher
+    completions: DefaultPublisher
+    dead: DefaultPublisher
+
+
+def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> Publishers:
+    pubs = Publishers(
+        decisions=broker.publisher(topics.REVIEW_DECIDED, schema=ReviewDecided, description="Review decisions."),
+        completions=broker.publisher(topics.WRITEBACK_COMPLETED, schema=WritebackCompleted,
+                                     description="Results of writing approved drafts to the EHR."),
+        dead=broker.publisher(topics.DEAD_LETTER, schema=DeadLettered, description="Decisions writeback gave up on."),
+    )
+
+    @broker.subscriber(topics.DRAFT_PROPOSED, group_id=QUEUE_GROUP, auto_offset_reset="earliest",
+                       ack_policy=AckPolicy.NACK_ON_ERROR, description="Drafts to queue for review.")
+    async def on_draft(draft: DraftProposed) -> None:
+        d = deps()
+        new = await d.queue.add(draft)
+        log.info("draft queued" if new else "draft already queued",
+                 extra={"org": draft.organization_id, "draft_id": draft.draft_id})
+        if new and draft.auto_approve:
+            await pubs.decisions.publish(
+                ReviewDecided(organization_id=draft.organization_id, correlation_id=draft.correlation_id,
+                              draft_id=draft.draft_id, decision="approved", reviewer=AUTO_REVIEWER,
+                              decided_at=datetime.now(UTC), reason="auto-approved by the organization's contract"),
+                key=f"{draft.organization_id}|{draft.patient}".encode(),
+            )
+
+    @broker.subscriber(topics.REVIEW_DECIDED, group_id=WRITER_GROUP, auto_offset_reset="earliest",
+                       ack_policy=AckPolicy.NACK_ON_ERROR, description="Decisions to carry out.")
+    async def on_decision(decision: ReviewDecided) -> None:
+        d = deps()
+        org = decision.organization_id
+        queued = await d.queue.get(org, decision.draft_id)
+        if queued is None:
+            log.error("decision for unknown draft", extra={"org": org, "draft_id": decision.draft_id})
+            return
+        if decision.decision == "rejected":
+            await d.queue.transition(org, decision.draft_id, "pending", "rejected", reviewer=decision.reviewer)
+            return
+        if queued.status == "pending":  # auto-approval: no reviewer moved it yet
+            await d.queue.transition(org, decision.draft_id, "pending", "approved", reviewer=decision.reviewer)
+        elif queued.status != "approved":
+            return  # already written, or rejected: nothing to do on redelivery
+        key = f"{org}|{queued.draft.patient}".encode()
+        try:
+            written = await write_approved(d.fhir_for(org), queued.draft, decision.reviewer, decision.decided_at)
+        except RetryableError as exc:
+            log.warning("write retry", extra={"org": org, "draft_id": decision.draft_id, "reason": str(exc)})
+            await asyncio.sleep(d.retry_delay_s)
+            raise
+        except PermanentError as exc:
+            log.error("write failed", extra={"org": org, "draft_id": decision.draft_id, "reason": str(exc)})
+            await d.queue.transition(org, decision.draft_id, "approved", "failed", detail=str(exc))
+            await pubs.completions.publish(
+                WritebackCompleted(organization_id=org, correlation_id=decision.correlation_id,
+                                   draft_id=decision.draft_id, status="failed", detail=str(exc)), key=key)
+            await pubs.dead.publish(
+                DeadLettered(organization_id=org, correlation_id=decision.correlation_id,
+                             source_topic=topics.REVIEW_DECIDED, error=str(exc),
+                             payload={"draft_id": decision.draft_id}), key=key)
+            return
+        await d.queue.transition(org, decision.draft_id, "approved", "written",
+                                 resource_ref=written.resource, provenance_ref=written.provenance)
+        await pubs.completions.publish(
+            WritebackCompleted(organization_id=org, correlation_id=decision.correlation_id, draft_id=decision.draft_id,
+                               status="written", resource=written.resource, provenance=written.provenance),
+            key=key,
+        )
+        log.info("draft written", extra={"org": org, "draft_id": decision.draft_id, "resource": written.resource})
+
+    return pubs

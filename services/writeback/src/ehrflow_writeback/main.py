@@ -1,0 +1,88 @@
+"""Wires the writeback service together: settings, Redis, broker, clients, handlers, review API."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+
+from ehrflow_contracts import topics
+from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
+from ehrflow_runtime.fhir_client import FhirClient
+from ehrflow_runtime.health import health_routes
+from ehrflow_runtime.logging import configure_logging
+from ehrflow_runtime.organizations import load_registry
+from ehrflow_runtime.serve import make_http_client, run_asgi
+from ehrflow_runtime.settings import KafkaSettings, read_secret_file
+from ehrflow_runtime.telemetry import configure_telemetry
+from ehrflow_runtime.tokens import TokenClient
+from ehrflow_writeback.app import ReviewContext, ReviewKeys, routes
+from ehrflow_writeback.handlers import Deps, declare
+from ehrflow_writeback.queue import ReviewQueue
+from ehrflow_writeback.settings import WritebackSettings
+
+
+def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -> Starlette:
+    registry = load_registry(settings.organizations_file)
+    broker = broker or make_broker(settings.kafka, client_id="writeback")
+    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    http = make_http_client(settings.auth.timeout_s)
+    tokens = TokenClient(http, base_url=settings.auth.url, service_name=settings.auth.service_name,
+                         credential=read_secret_file(settings.auth.credential_file))
+    clients = {org.id: FhirClient(http, tokens, org) for org in registry}
+    queue = ReviewQueue(redis)
+    deps = Deps(queue=queue, fhir_for=clients.__getitem__, retry_delay_s=settings.retry_delay_s)
+    publishers = declare(broker, lambda: deps)
+    review = ReviewContext(registry=registry, queue=queue, publishers=publishers,
+                           publish_timeout_s=settings.kafka.publish_timeout_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await ensure_topics(settings.kafka, topics.ALL)
+        await broker.start()
+        try:
+            yield
+        finally:
+            await broker.stop()
+            await http.aclose()
+            await redis.aclose()
+
+    async def broker_ok() -> bool:
+        return await broker_ready(broker)
+
+    async def redis_ok() -> bool:
+        try:
+            return bool(await redis.ping())
+        except Exception:
+            return False
+
+    return Starlette(
+        routes=[*routes(review, ReviewKeys(registry)), *health_routes({"broker": broker_ok, "redis": redis_ok})],
+        lifespan=lifespan,
+    )
+
+
+def _documentation_only() -> Deps:
+    raise RuntimeError("handlers declared for the AsyncAPI document only")
+
+
+def asyncapi() -> FastStream:
+    broker = make_broker(KafkaSettings(bootstrap_servers="kafka:9092"), client_id="writeback")
+    declare(broker, _documentation_only)
+    return FastStream(broker, specification=AsyncAPI(broker, title="ehrflow writeback", version="1"))
+
+
+def main() -> None:
+    settings = WritebackSettings()  # type: ignore[call-arg]
+    configure_logging(settings.log_level)
+    configure_telemetry("writeback")
+    run_asgi(create_app(settings), host=settings.host, port=settings.port)
+
+
+if __name__ == "__main__":
+    main()
