@@ -1,0 +1,67 @@
+"""Reading a topic from the beginning, for the demo's report and for tests (no consumer group)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+Record = dict[str, Any]
+
+
+async def _read_all(bootstrap: str, topic: str) -> list[tuple[Record, dict[str, bytes]]]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    try:
+        await consumer.start()
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not partitions:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - topic metadata may not be cached yet
+            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        if not partitions:
+            return []
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        out: list[tuple[Record, dict[str, bytes]]] = []
+        while not await _caught_up(consumer, ends):
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for r in records:
+                    out.append((json.loads(r.value), dict(r.headers or [])))
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def _caught_up(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
+def read_topic(bootstrap: str, topic: str) -> list[Record]:
+    """Every record currently on the topic (values as JSON)."""
+    return [value for value, _ in asyncio.run(_read_all(bootstrap, topic))]
+
+
+def read_topic_with_headers(bootstrap: str, topic: str) -> list[tuple[Record, dict[str, bytes]]]:
+    return asyncio.run(_read_all(bootstrap, topic))
+
+
+def wait_for_records(
+    bootstrap: str, topic: str, done: Callable[[list[Record]], bool], timeout: float = 120.0
+) -> list[Record]:
+    """Re-read the topic until ``done(records)`` holds; raise TimeoutError otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_topic(bootstrap, topic)
+        if done(records):
+            return records
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{topic}: condition not met after {timeout:.0f}s ({len(records)} records)")
+        time.sleep(1.0)

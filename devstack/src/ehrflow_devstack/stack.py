@@ -1,0 +1,103 @@
+"""Starting and stopping the whole local stack."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ehrflow_devstack.config import ORGS, SEKMET_SCOPES, GeneratedConfig, generate, write_registry
+from ehrflow_devstack.parts import Part, start_broker, start_redis, start_sekmet
+from ehrflow_devstack.processes import Process, free_port, http_ok
+
+log = logging.getLogger("ehrflow.devstack")
+
+SERVICES = ("auth", "ingest", "inference", "writeback")
+
+
+@dataclass
+class Stack:
+    """Everything the reference scenario needs, on this machine. Use as a context manager."""
+
+    state: Path
+    progress: bool = True
+    config: GeneratedConfig | None = None
+    broker: Part | None = None
+    redis: Part | None = None
+    ehrs: dict[str, Part] = field(default_factory=dict)
+    services: dict[str, Process] = field(default_factory=dict)
+    urls: dict[str, str] = field(default_factory=dict)
+    _started: list[Part | Process] = field(default_factory=list)
+
+    def _say(self, message: str) -> None:
+        if self.progress:
+            print(f"  · {message}", flush=True)
+
+    @property
+    def logs(self) -> Path:
+        return self.state / "logs"
+
+    def service_env(self, name: str) -> dict[str, str]:
+        assert self.config and self.broker and self.redis
+        env = {
+            "EHRFLOW_ORGANIZATIONS_FILE": str(self.config.organizations_file),
+            "EHRFLOW_KAFKA__BOOTSTRAP_SERVERS": self.broker.url,
+            "EHRFLOW_KAFKA__ENABLE_IDEMPOTENCE": "false" if self.broker.kind == "tansu" else "true",
+            "EHRFLOW_REDIS_URL": self.redis.url,
+            "EHRFLOW_PORT": self.urls[name].rsplit(":", 1)[1],
+            "EHRFLOW_AUTH__URL": self.urls["auth"],
+            "EHRFLOW_AUTH__SERVICE_NAME": name,
+            "EHRFLOW_AUTH__CREDENTIAL_FILE": str(self.config.credentials_dir / name),
+            "EHRFLOW_RETRY_DELAY_S": "1",
+            "OTEL_TRACES_EXPORTER": "none",
+        }
+        if name == "auth":
+            env["EHRFLOW_SERVICE_CREDENTIALS_DIR"] = str(self.config.credentials_dir)
+        return env
+
+    def start(self) -> Stack:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for old in self.logs.glob("*.log"):
+            old.unlink()
+        self.config = generate(self.state / "config")
+        try:
+            self.broker = self._track(start_broker(self.state))
+            self._say(f"broker ({self.broker.kind}) at {self.broker.url}")
+            self.redis = self._track(start_redis(self.state))
+            self._say(f"redis ({self.redis.kind}) ready")
+            self.urls = {name: f"http://127.0.0.1:{free_port()}" for name in SERVICES}
+            for org in ORGS:
+                self.ehrs[org.id] = self._track(start_sekmet(
+                    self.state, org.id, client_id=org.client_id, scopes=SEKMET_SCOPES,
+                    jwks_url=f"{self.urls['auth']}/orgs/{org.id}/jwks.json", admin_token=self.config.admin_token,
+                ))
+                self._say(f"sandbox EHR {org.id} ({org.name}) at {self.ehrs[org.id].url}")
+            write_registry(self.config, {org: part.url for org, part in self.ehrs.items()})
+            for name in SERVICES:
+                proc = Process(
+                    name, [sys.executable, "-m", f"ehrflow_{name}.main"], self.logs / f"{name}.log",
+                    env=self.service_env(name), ready=lambda url=self.urls[name]: http_ok(f"{url}/readyz"),
+                )
+                proc.start(timeout=90)
+                self.services[name] = self._track(proc)
+                self._say(f"{name} ready at {self.urls[name]}")
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _track(self, item):  # type: ignore[no-untyped-def]
+        self._started.append(item)
+        return item
+
+    def stop(self) -> None:
+        """Stop exactly what this stack started, in reverse order."""
+        while self._started:
+            self._started.pop().stop()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
