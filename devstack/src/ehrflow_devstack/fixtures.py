@@ -1,0 +1,36 @@
+"""Shared pytest fixtures (loaded with ``-p ehrflow_devstack.fixtures``): the real parts tests talk to.
+
+``stack`` is the whole local stack, started once per test session. Each part in it is chosen as
+``Stack`` chooses: an explicit URL from the environment, else a container when a Docker engine
+answers, else a local process from a pip-installed binary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ehrflow_devstack.parts import Part, start_broker
+from ehrflow_devstack.stack import Stack
+
+STATE = Path(__file__).resolve().parents[3] / ".ehrflow" / "test"
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Stack]:
+    with Stack(STATE / "stack", progress=False) as running:
+        yield running
+
+
+@pytest.fixture()
+def private_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Part]:
+    """A broker of the test's own, which the test may pause or stop (always a local Tansu process)."""
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setattr("ehrflow_devstack.parts.docker_available", lambda: False)
+    part = start_broker(tmp_path)
+    try:
+        yield part
+    finally:
+        part.stop()

@@ -1,0 +1,136 @@
+"""Ingest's webhook with FastStream's in-memory broker: answers, and what reaches each topic."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from faststream.kafka import KafkaBroker, TestKafkaBroker
+
+from ehrflow_contracts import topics
+from ehrflow_contracts.fhir import SYSTEM_TAG, TAG_GENERATED
+from ehrflow_devstack import samples
+from ehrflow_devstack.config import WEBHOOK_HEADER, generate, write_registry
+from ehrflow_ingest.main import create_app
+from ehrflow_ingest.settings import IngestSettings
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    cfg = generate(tmp_path_factory.mktemp("ingest-config"))
+    write_registry(cfg, {"org1": "http://127.0.0.1:9/fhir", "org2": "http://127.0.0.1:10/fhir"})
+    return cfg
+
+
+class Client:
+    def __init__(self, http: httpx.AsyncClient, published: dict[str, list[dict[str, Any]]], secrets: dict[str, str]) -> None:
+        self.http, self.published, self.secrets = http, published, secrets
+
+    async def post(self, org: str, body: Any, *, secret_of: str | None = None, raw: bytes | None = None,
+                   content_type: str = "application/fhir+json; charset=utf-8") -> httpx.Response:
+        headers = {"Content-Type": content_type, WEBHOOK_HEADER: self.secrets[secret_of or org]}
+        content = raw if raw is not None else json.dumps(body).encode()
+        return await self.http.post(f"/v1/notify/{org}", content=content, headers=headers)
+
+
+def _collector(into: list[dict[str, Any]]):  # type: ignore[no-untyped-def]
+    async def collect(msg: dict[str, Any]) -> None:
+        into.append(msg)
+
+    return collect
+
+
+@pytest.fixture()
+async def client(config, tmp_path: Path) -> AsyncIterator[Client]:  # type: ignore[no-untyped-def]
+    settings = IngestSettings(organizations_file=config.organizations_file, max_body_bytes=64 * 1024,
+                              kafka={"create_topics": False, "publish_timeout_s": 2})
+    broker = KafkaBroker()
+    app = create_app(settings, broker=broker)
+    published: dict[str, list[dict[str, Any]]] = {t: [] for t in topics.ALL}
+    for topic in (topics.NOTIFICATION_RECEIVED, topics.SUBSCRIPTION_SIGNAL, topics.NOTIFICATION_QUARANTINED):
+        broker.subscriber(topic, group_id=f"test-{topic}")(_collector(published[topic]))
+    async with TestKafkaBroker(broker):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest") as http:
+            yield Client(http, published, {o: config.webhook_secret(o) for o in ("org1", "org2")})
+
+
+async def test_event_notification_is_published_and_answered_200(client: Client) -> None:
+    response = await client.post("org1", samples.r4_backport())
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    assert response.json()["resourceType"] == "OperationOutcome"
+    [event] = client.published[topics.NOTIFICATION_RECEIVED]
+    assert event["organization_id"] == "org1"
+    assert event["focus"] == {"reference": "Observation/obs-1", "original": f"{samples.BASE}/Observation/obs-1"}
+    assert event["patient"] == "Patient/p1" and event["content_level"] == "full-resource"
+    assert event["resource"]["id"] == "obs-1"
+
+
+async def test_one_record_per_event(client: Client) -> None:
+    body = samples.r4_backport(events=[(1, samples.observation("a")), (2, samples.observation("b", "Patient/p2"))])
+    assert (await client.post("org1", body)).status_code == 200
+    assert [e["patient"] for e in client.published[topics.NOTIFICATION_RECEIVED]] == ["Patient/p1", "Patient/p2"]
+
+
+async def test_handshake_goes_to_the_control_topic_only(client: Client) -> None:
+    assert (await client.post("org2", samples.r4_backport("handshake", status="requested"))).status_code == 200
+    assert client.published[topics.NOTIFICATION_RECEIVED] == []
+    [signal] = client.published[topics.SUBSCRIPTION_SIGNAL]
+    assert (signal["organization_id"], signal["notification_type"], signal["status"]) == ("org2", "handshake", "requested")
+
+
+async def test_another_organizations_secret_is_refused_and_nothing_is_published(client: Client) -> None:
+    response = await client.post("org1", samples.r4_backport(), secret_of="org2")
+    assert response.status_code == 401
+    assert response.json()["issue"][0]["code"] == "security"
+    assert all(not records for records in client.published.values())
+
+
+async def test_missing_secret_is_refused(client: Client) -> None:
+    response = await client.http.post("/v1/notify/org1", json=samples.r4_backport())
+    assert response.status_code == 401
+
+
+async def test_unknown_organization(client: Client) -> None:
+    response = await client.http.post("/v1/notify/org9", json=samples.r4_backport())
+    assert response.status_code == 404
+
+
+async def test_unparseable_json_is_400_and_quarantined(client: Client) -> None:
+    raw = b'{"resourceType": "Bundle", "entry": [ '
+    response = await client.post("org1", None, raw=raw)
+    assert response.status_code == 400
+    assert "not valid JSON" in response.json()["issue"][0]["diagnostics"]
+    [kept] = client.published[topics.NOTIFICATION_QUARANTINED]
+    assert base64.b64decode(kept["body_base64"]) == raw and kept["organization_id"] == "org1"
+    assert client.published[topics.NOTIFICATION_RECEIVED] == []
+
+
+async def test_wrong_shape_is_400_with_a_precise_message(client: Client) -> None:
+    response = await client.post("org1", {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {}}]})
+    assert response.status_code == 400
+    assert "searchset" in response.json()["issue"][0]["diagnostics"]
+    assert len(client.published[topics.NOTIFICATION_QUARANTINED]) == 1
+
+
+async def test_xml_is_415(client: Client) -> None:
+    response = await client.post("org1", None, raw=b"<Bundle/>", content_type="application/fhir+xml")
+    assert response.status_code == 415
+
+
+async def test_oversized_body_is_413_with_the_limit(client: Client) -> None:
+    response = await client.post("org1", None, raw=b" " * (64 * 1024 + 1))
+    assert response.status_code == 413
+    assert str(64 * 1024) in response.json()["issue"][0]["diagnostics"]
+
+
+async def test_echo_of_our_own_write_is_dropped(client: Client) -> None:
+    ours = samples.observation()
+    ours["meta"]["tag"] = [{"system": SYSTEM_TAG, "code": TAG_GENERATED}]
+    assert (await client.post("org1", samples.r4_backport(events=[(3, ours)]))).status_code == 200
+    assert client.published[topics.NOTIFICATION_RECEIVED] == []
