@@ -1,0 +1,58 @@
+"""A minimal FHIR API and auth token API as an ``httpx.MockTransport`` handler, for unit tests only.
+
+It serves reads and the searches inference makes from an in-memory list of resources, issues tokens
+from ``/internal/v1/tokens``, and records every request so tests can check what was (not) sent.
+Integration and end-to-end tests use the real sandbox EHR instead.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+
+@dataclass
+class MockFhir:
+    base: str = "https://ehr.example.org/fhir"
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[httpx.Request] = field(default_factory=list)
+    fail_next: list[int] = field(default_factory=list)
+    """Status codes to answer FHIR requests with, one per request, before behaving normally."""
+    tokens_issued: int = 0
+
+    def add(self, *resources: dict[str, Any]) -> None:
+        for r in resources:
+            r.setdefault("id", str(uuid.uuid4()))
+            r.setdefault("meta", {}).setdefault("versionId", "1")
+            self.resources.append(r)
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path == "/internal/v1/tokens":
+            self.tokens_issued += 1
+            return httpx.Response(200, json={"access_token": f"token-{self.tokens_issued}", "token_type": "bearer",
+                                             "expires_at": 4102444800, "scope": "system/*.read"})
+        if self.fail_next:
+            return httpx.Response(self.fail_next.pop(0), json={"resourceType": "OperationOutcome"})
+        path = request.url.path.removeprefix(httpx.URL(self.base).path).strip("/").split("/")
+        if request.method == "GET" and len(path) == 2:
+            found = [r for r in self.resources if r["resourceType"] == path[0] and r["id"] == path[1]]
+            return httpx.Response(200, json=found[0]) if found else httpx.Response(404, json={})
+        if request.method == "GET" and len(path) == 1:
+            patient = request.url.params.get("patient")
+            matches = [r for r in self.resources if r["resourceType"] == path[0]
+                       and (patient is None or (r.get("subject") or {}).get("reference") == patient)]
+            return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset",
+                                             "entry": [{"resource": r, "search": {"mode": "match"}} for r in matches]})
+        if request.method == "POST" and len(path) == 1:
+            body = json.loads(request.content)
+            self.add(body)
+            return httpx.Response(201, json=body)
+        return httpx.Response(400, json={})
