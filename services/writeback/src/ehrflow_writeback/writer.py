@@ -41,8 +41,9 @@ def final_resource(draft: DraftProposed) -> dict[str, Any]:
         resource["status"] = "final"
     meta = resource.setdefault("meta", {})
     meta["tag"] = [t for t in meta.get("tag", []) if t.get("system") not in (SYSTEM_TAG, SYSTEM_DRAFT)] + _tags(draft.draft_id)
-    if AI_ASSISTED not in meta.setdefault("security", []):
-        meta["security"].append(AI_ASSISTED)
+    labels = meta.setdefault("security", [])
+    if not any((s.get("system"), s.get("code")) == (AI_ASSISTED["system"], AI_ASSISTED["code"]) for s in labels):
+        labels.append(AI_ASSISTED)
     return validate(resource)
 
 
