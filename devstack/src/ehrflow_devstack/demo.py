@@ -128,7 +128,8 @@ def run_scenario(stack: Stack, say: Callable[[str], None] = print) -> ScenarioRe
 
         events = read_topic(bootstrap, topics.NOTIFICATION_RECEIVED)
         for org, result in results.items():
-            result.events = sum(1 for e in events if e["organization_id"] == org)
+            patients = {c.ids["patient"] for c in result.cases}
+            result.events = sum(1 for e in events if e["organization_id"] == org and e.get("patient") in patients)
             ehr = ehrs[org]
             result.read_back = ehr.search("RiskAssessment", _tag=f"{SYSTEM_TAG}|{TAG_GENERATED}")
             result.provenance = ehr.search("Provenance", _tag=f"{SYSTEM_TAG}|{TAG_GENERATED}")

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from ehrflow_devstack.processes import Process, free_port, http_ok, tcp_open
@@ -34,17 +36,20 @@ class Part:
 
 
 def docker_available() -> bool:
-    """True when a Docker engine answers (the client alone is not enough)."""
-    if not shutil.which("docker") and not os.environ.get("DOCKER_HOST"):
-        return False
+    """True when a Docker engine answers ``GET /_ping`` (the ``docker`` client alone is not enough)."""
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     try:
-        import docker  # installed with testcontainers
-
-        client = docker.from_env(timeout=3)
-        client.ping()
-        return True
-    except Exception:
+        if host.startswith("unix://"):
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.settimeout(2)
+                sock.connect(host.removeprefix("unix://"))
+                sock.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+                return b" 200 " in sock.recv(64)
+        if host.startswith("tcp://"):
+            return httpx.get(f"http://{host.removeprefix('tcp://')}/_ping", timeout=2).status_code == 200
+    except (OSError, httpx.HTTPError):
         return False
+    return False
 
 
 def start_broker(state: Path) -> Part:

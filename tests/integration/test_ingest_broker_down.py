@@ -1,0 +1,46 @@
+"""With the broker stopped, ingest answers 503 — never 200 — and says it is not ready."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ehrflow_devstack import samples
+from ehrflow_devstack.config import WEBHOOK_HEADER, generate, write_registry
+from ehrflow_devstack.parts import Part
+from ehrflow_devstack.processes import Process, free_port, http_ok
+
+pytestmark = pytest.mark.integration
+
+
+def test_broker_stopped_means_503(private_broker: Part, tmp_path: Path) -> None:
+    config = generate(tmp_path / "config")
+    write_registry(config, {"org1": "http://127.0.0.1:9/fhir", "org2": "http://127.0.0.1:10/fhir"})
+    url = f"http://127.0.0.1:{free_port()}"
+    ingest = Process(
+        "ingest", [sys.executable, "-m", "ehrflow_ingest.main"], tmp_path / "ingest.log",
+        env={"EHRFLOW_ORGANIZATIONS_FILE": str(config.organizations_file),
+             "EHRFLOW_KAFKA__BOOTSTRAP_SERVERS": private_broker.url, "EHRFLOW_KAFKA__ENABLE_IDEMPOTENCE": "false",
+             "EHRFLOW_KAFKA__PUBLISH_TIMEOUT_S": "2", "EHRFLOW_PORT": url.rsplit(":", 1)[1]},
+        ready=lambda: http_ok(f"{url}/readyz"),
+    )
+    ingest.start(timeout=60)
+    try:
+        headers = {"Content-Type": "application/fhir+json", WEBHOOK_HEADER: config.webhook_secret("org1")}
+
+        def post(n: int) -> int:
+            body = json.dumps(samples.r4_backport(events=[(n, samples.observation(f"o{n}"))]))
+            return httpx.post(f"{url}/v1/notify/org1", content=body, headers=headers, timeout=30).status_code
+
+        assert post(1) == 200
+        assert private_broker.process is not None
+        private_broker.process.stop()
+        statuses = [post(n) for n in range(2, 6)]
+        assert statuses == [503] * 4
+        assert httpx.get(f"{url}/readyz", timeout=10).status_code == 503
+    finally:
+        ingest.stop()
