@@ -12,7 +12,8 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
 help:
 	@echo "make demo              run the reference scenario on a local stack (two sandbox EHRs)"
-	@echo "make test              every test: unit, handler, integration and end-to-end on real parts"
+	@echo "make test              lint, then every test: unit, handler, integration and end-to-end on real parts"
+	@echo "make lint              ruff (lint and format check) and mypy --strict"
 	@echo "make stack             start the local stack and keep it running (Ctrl-C stops it)"
 	@echo "make asyncapi          regenerate docs/asyncapi/*.yaml from the code"
 	@echo "make clean             remove .venv and the local stack's state"
@@ -33,8 +34,13 @@ demo: setup
 stack: setup
 	$(BIN)/python -m ehrflow_devstack up
 
-test: setup
+test: lint
 	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check libs services devstack tests
+	$(BIN)/ruff format --check libs services devstack tests
+	$(BIN)/mypy libs/*/src services/*/src devstack/src
 
 test-unit: setup
 	$(BIN)/python -m pytest -m "not integration"

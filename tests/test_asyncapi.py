@@ -21,8 +21,6 @@ def test_committed_document_matches_the_code(service: str) -> None:
 
 def test_every_topic_is_documented() -> None:
     addresses = {
-        channel["address"]
-        for text in render().values()
-        for channel in yaml.safe_load(text)["channels"].values()
+        channel["address"] for text in render().values() for channel in yaml.safe_load(text)["channels"].values()
     }
     assert addresses == set(topics.ALL)

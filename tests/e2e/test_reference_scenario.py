@@ -53,12 +53,16 @@ def test_high_risk_assessment_is_in_org1_and_absent_from_org2(scenario: Scenario
     assert ehrs["org2"].search("Provenance", _tag=tag) == []
 
 
-def test_redelivered_approval_does_not_write_twice(stack: Stack, scenario: ScenarioResult, ehrs: dict[str, Ehr]) -> None:
+def test_redelivered_approval_does_not_write_twice(
+    stack: Stack, scenario: ScenarioResult, ehrs: dict[str, Ehr]
+) -> None:
     assert stack.config
     draft = scenario.orgs["org2"].written[0]
-    again = httpx.post(f"{stack.urls['writeback']}/v1/orgs/org2/drafts/{draft['draft_id']}/approve",
-                       json={"reviewer": "Practitioner/other"},
-                       headers={"Authorization": f"Bearer {stack.config.review_key('org2')}"})
+    again = httpx.post(
+        f"{stack.urls['writeback']}/v1/orgs/org2/drafts/{draft['draft_id']}/approve",
+        json={"reviewer": "Practitioner/other"},
+        headers={"Authorization": f"Bearer {stack.config.review_key('org2')}"},
+    )
     assert again.status_code == 409
     assert len(ehrs["org2"].search("RiskAssessment", _tag=f"{SYSTEM_DRAFT}|{draft['draft_id']}")) == 1
 
@@ -69,8 +73,12 @@ def test_review_api_keeps_organizations_apart(stack: Stack, scenario: ScenarioRe
     org1_key = {"Authorization": f"Bearer {stack.config.review_key('org1')}"}
     org1_draft = scenario.orgs["org1"].written[0]["draft_id"]
     assert httpx.get(f"{base}/org2/drafts", headers=org1_key).status_code == 401
-    assert httpx.post(f"{base}/org2/drafts/{org1_draft}/approve", headers=org1_key,
-                      json={"reviewer": "Practitioner/x"}).status_code == 401
+    assert (
+        httpx.post(
+            f"{base}/org2/drafts/{org1_draft}/approve", headers=org1_key, json={"reviewer": "Practitioner/x"}
+        ).status_code
+        == 401
+    )
     org2_key = {"Authorization": f"Bearer {stack.config.review_key('org2')}"}
     assert httpx.get(f"{base}/org2/drafts/{org1_draft}", headers=org2_key).status_code == 404
     assert httpx.get(f"{base}/org1/drafts/{org1_draft}", headers=org1_key).status_code == 200
@@ -87,9 +95,14 @@ def _secrets(stack: Stack) -> dict[str, str]:
             found[f"{org.id} {case.key} birth date"] = case.birth_date
         found[f"{org.id} webhook secret"] = stack.config.webhook_secret(org.id)
         found[f"{org.id} review key"] = stack.config.review_key(org.id)
-        token = httpx.post(f"{stack.urls['auth']}/internal/v1/tokens", json={"organization": org.id}, headers={
-            "Authorization": f"Bearer {stack.config.service_credential('inference')}",
-            "X-Ehrflow-Service": "inference"}).json()["access_token"]
+        token = httpx.post(
+            f"{stack.urls['auth']}/internal/v1/tokens",
+            json={"organization": org.id},
+            headers={
+                "Authorization": f"Bearer {stack.config.service_credential('inference')}",
+                "X-Ehrflow-Service": "inference",
+            },
+        ).json()["access_token"]
         found[f"{org.id} access token"] = token
         pem = (stack.config.folder / "keys" / f"{org.id}.pem").read_text().splitlines()
         found[f"{org.id} private key"] = pem[1]
@@ -104,8 +117,12 @@ def test_service_logs_carry_no_phi_tokens_or_keys(stack: Stack, scenario: Scenar
     logs = {name: (stack.logs / f"{name}.log").read_text() for name in SERVICES}
     assert all(logs.values()), "every service wrote a log"
     assert sum(text.count("\n") for text in logs.values()) > 20
-    leaks = [f"{what} in {name}.log" for what, value in _secrets(stack).items()
-             for name, text in logs.items() if value in text]
+    leaks = [
+        f"{what} in {name}.log"
+        for what, value in _secrets(stack).items()
+        for name, text in logs.items()
+        if value in text
+    ]
     assert leaks == []
     for name, text in logs.items():
         assert not re.search(r"BEGIN (RSA |EC )?PRIVATE KEY", text), name

@@ -13,9 +13,13 @@ pytestmark = pytest.mark.integration
 def _token(stack: Stack, org: str, service: str = "inference", credential: str | None = None) -> httpx.Response:
     assert stack.config
     return httpx.post(
-        f"{stack.urls['auth']}/internal/v1/tokens", json={"organization": org}, timeout=20,
-        headers={"Authorization": f"Bearer {credential or stack.config.service_credential(service)}",
-                 "X-Ehrflow-Service": service},
+        f"{stack.urls['auth']}/internal/v1/tokens",
+        json={"organization": org},
+        timeout=20,
+        headers={
+            "Authorization": f"Bearer {credential or stack.config.service_credential(service)}",
+            "X-Ehrflow-Service": service,
+        },
     )
 
 
@@ -34,8 +38,11 @@ def test_tokens_read_their_own_organizations_fhir(stack: Stack, org: str) -> Non
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["token_type"] == "bearer" and "system/*.read" in body["scope"]
-    fhir = httpx.get(f"{stack.ehrs[org].url}/Patient", params={"_count": "1"},
-                     headers={"Authorization": f"Bearer {body['access_token']}"})
+    fhir = httpx.get(
+        f"{stack.ehrs[org].url}/Patient",
+        params={"_count": "1"},
+        headers={"Authorization": f"Bearer {body['access_token']}"},
+    )
     assert fhir.status_code == 200
     assert _token(stack, org).json()["access_token"] == body["access_token"]  # served from the shared cache
 
@@ -46,11 +53,17 @@ def test_one_organizations_token_is_refused_by_the_other(stack: Stack) -> None:
     assert response.status_code == 401
 
 
-@pytest.mark.parametrize(("service", "credential", "status"), [
-    ("inference", "wrong", 401), ("nobody", "x", 401), ("writeback", None, 200),
-])
-def test_internal_api_requires_a_service_credential(stack: Stack, service: str, credential: str | None,
-                                                    status: int) -> None:
+@pytest.mark.parametrize(
+    ("service", "credential", "status"),
+    [
+        ("inference", "wrong", 401),
+        ("nobody", "x", 401),
+        ("writeback", None, 200),
+    ],
+)
+def test_internal_api_requires_a_service_credential(
+    stack: Stack, service: str, credential: str | None, status: int
+) -> None:
     assert _token(stack, "org1", service, credential).status_code == status
 
 

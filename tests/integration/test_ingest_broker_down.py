@@ -22,10 +22,16 @@ def test_broker_stopped_means_503(private_broker: Part, tmp_path: Path) -> None:
     write_registry(config, {"org1": "http://127.0.0.1:9/fhir", "org2": "http://127.0.0.1:10/fhir"})
     url = f"http://127.0.0.1:{free_port()}"
     ingest = Process(
-        "ingest", [sys.executable, "-m", "ehrflow_ingest.main"], tmp_path / "ingest.log",
-        env={"EHRFLOW_ORGANIZATIONS_FILE": str(config.organizations_file),
-             "EHRFLOW_KAFKA__BOOTSTRAP_SERVERS": private_broker.url, "EHRFLOW_KAFKA__ENABLE_IDEMPOTENCE": "false",
-             "EHRFLOW_KAFKA__PUBLISH_TIMEOUT_S": "2", "EHRFLOW_PORT": url.rsplit(":", 1)[1]},
+        "ingest",
+        [sys.executable, "-m", "ehrflow_ingest.main"],
+        tmp_path / "ingest.log",
+        env={
+            "EHRFLOW_ORGANIZATIONS_FILE": str(config.organizations_file),
+            "EHRFLOW_KAFKA__BOOTSTRAP_SERVERS": private_broker.url,
+            "EHRFLOW_KAFKA__ENABLE_IDEMPOTENCE": "false",
+            "EHRFLOW_KAFKA__PUBLISH_TIMEOUT_S": "2",
+            "EHRFLOW_PORT": url.rsplit(":", 1)[1],
+        },
         ready=lambda: http_ok(f"{url}/readyz"),
     )
     ingest.start(timeout=60)

@@ -25,9 +25,16 @@ async def queue(stack: Stack) -> AsyncIterator[ReviewQueue]:
 
 
 def _draft(org: str = "org1", draft_id: str = "d1") -> DraftProposed:
-    return DraftProposed(organization_id=org, correlation_id="c", draft_id=draft_id, workflow="news2",
-                         model=ModelRef(name="m", version="1"), patient="Patient/p1",
-                         resource={"resourceType": "RiskAssessment"}, basis=())
+    return DraftProposed(
+        organization_id=org,
+        correlation_id="c",
+        draft_id=draft_id,
+        workflow="news2",
+        model=ModelRef(name="m", version="1"),
+        patient="Patient/p1",
+        resource={"resourceType": "RiskAssessment"},
+        basis=(),
+    )
 
 
 async def test_queueing_is_idempotent(queue: ReviewQueue) -> None:
@@ -38,10 +45,12 @@ async def test_queueing_is_idempotent(queue: ReviewQueue) -> None:
 
 async def test_concurrent_decisions_have_one_winner(queue: ReviewQueue) -> None:
     await queue.add(_draft())
-    results = await asyncio.gather(*[
-        queue.transition("org1", "d1", "pending", "approved" if i % 2 else "rejected", reviewer=f"Practitioner/{i}")
-        for i in range(20)
-    ])
+    results = await asyncio.gather(
+        *[
+            queue.transition("org1", "d1", "pending", "approved" if i % 2 else "rejected", reviewer=f"Practitioner/{i}")
+            for i in range(20)
+        ]
+    )
     assert sum(done for done, _ in results) == 1
     queued = await queue.get("org1", "d1")
     assert queued is not None and queued.status in ("approved", "rejected")

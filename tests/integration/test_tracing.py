@@ -51,15 +51,24 @@ async def running(app: Starlette) -> AsyncIterator[Starlette]:
         yield app
 
 
-async def test_webhook_trace_reaches_the_draft(stack: Stack, private_broker: Part, exporter: InMemorySpanExporter) -> None:
+async def test_webhook_trace_reaches_the_draft(
+    stack: Stack, private_broker: Part, exporter: InMemorySpanExporter
+) -> None:
     assert stack.config
     kafka = {"bootstrap_servers": private_broker.url, "enable_idempotence": False}
     ingest = create_ingest(IngestSettings(organizations_file=stack.config.organizations_file, kafka=kafka))
-    inference = create_inference(InferenceSettings(
-        organizations_file=stack.config.organizations_file, kafka=kafka, retry_delay_s=0.5,
-        auth={"url": stack.urls["auth"], "service_name": "inference",
-              "credential_file": stack.config.credentials_dir / "inference"},
-    ))
+    inference = create_inference(
+        InferenceSettings(
+            organizations_file=stack.config.organizations_file,
+            kafka=kafka,
+            retry_delay_s=0.5,
+            auth={
+                "url": stack.urls["auth"],
+                "service_name": "inference",
+                "credential_file": stack.config.credentials_dir / "inference",
+            },
+        )
+    )
     ehr = Ehr(stack.ehrs["org1"].url, stack.config.admin_token)
     case = ehr.record_patient(cases("org1")[1])
     trigger = ehr.http.get(f"/{case.ids['panel']}").json()
@@ -68,9 +77,13 @@ async def test_webhook_trace_reaches_the_draft(stack: Stack, private_broker: Par
     async with running(ingest), running(inference):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=ingest), base_url="http://ingest") as client:
             response = await client.post(
-                "/v1/notify/org1", content=json.dumps(r4_backport(events=[(1, trigger)])),
-                headers={"Content-Type": "application/fhir+json", WEBHOOK_HEADER: stack.config.webhook_secret("org1"),
-                         "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01"},
+                "/v1/notify/org1",
+                content=json.dumps(r4_backport(events=[(1, trigger)])),
+                headers={
+                    "Content-Type": "application/fhir+json",
+                    WEBHOOK_HEADER: stack.config.webhook_secret("org1"),
+                    "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-01",
+                },
             )
         assert response.status_code == 200
         drafts: list[tuple[dict, dict[str, bytes]]] = []  # type: ignore[type-arg]

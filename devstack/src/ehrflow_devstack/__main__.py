@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -24,10 +25,8 @@ def _up(args: argparse.Namespace) -> int:
         print(f"Logs: {stack.logs}/  —  Ctrl-C stops everything.", flush=True)
         if args.once:
             return 0
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

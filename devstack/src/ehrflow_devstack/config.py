@@ -14,8 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 SEKMET_SCOPES = (
-    "system/*.read system/RiskAssessment.write system/Provenance.write "
-    "system/Subscription.write system/Basic.write"
+    "system/*.read system/RiskAssessment.write system/Provenance.write system/Subscription.write system/Basic.write"
 )
 """What SEKMET grants our client; we request the same."""
 
@@ -47,8 +46,9 @@ def _write_secret(path: Path, value: bytes) -> Path:
 
 def _private_key_pem(alg: str) -> bytes:
     key = rsa.generate_private_key(65537, 2048) if alg == "RS384" else ec.generate_private_key(ec.SECP384R1())
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 @dataclass(frozen=True)

@@ -65,13 +65,17 @@ class ReviewClient:
 
     def __init__(self, base: str, org: str, key: str) -> None:
         self.org = org
-        self.http = httpx.Client(base_url=f"{base}/v1/orgs/{org}", timeout=15.0,
-                                 headers={"Authorization": f"Bearer {key}"})
+        self.http = httpx.Client(
+            base_url=f"{base}/v1/orgs/{org}", timeout=15.0, headers={"Authorization": f"Bearer {key}"}
+        )
 
     def drafts(self, status: str = "pending") -> list[dict[str, Any]]:
         response = self.http.get("/drafts", params={"status": status})
         response.raise_for_status()
         return response.json()["drafts"]  # type: ignore[no-any-return]
+
+    def has_at_least(self, status: str, count: int) -> Callable[[], bool]:
+        return lambda: len(self.drafts(status)) >= count
 
     def approve(self, draft_id: str, reviewer: str) -> httpx.Response:
         return self.http.post(f"/drafts/{draft_id}/approve", json={"reviewer": reviewer})
@@ -89,8 +93,9 @@ def run_scenario(stack: Stack, say: Callable[[str], None] = print) -> ScenarioRe
     problems: list[str] = []
     try:
         for org, ehr in ehrs.items():
-            sub = ehr.subscribe(f"{stack.urls['ingest']}/v1/notify/{org}", WEBHOOK_HEADER,
-                                config.webhook_secret(org), CONTENT[org])
+            sub = ehr.subscribe(
+                f"{stack.urls['ingest']}/v1/notify/{org}", WEBHOOK_HEADER, config.webhook_secret(org), CONTENT[org]
+            )
             say(f"{org}: Subscription/{sub} active ({CONTENT[org]} notifications to ingest)")
         for org, ehr in ehrs.items():
             for case in cases(org):
@@ -99,14 +104,17 @@ def run_scenario(stack: Stack, say: Callable[[str], None] = print) -> ScenarioRe
 
         expected_drafts = {org: sum(c.expect != "insufficient" for c in r.cases) for org, r in results.items()}
         for org, review in reviews.items():
-            _wait(f"{org} drafts", lambda review=review, org=org: len(review.drafts()) >= expected_drafts[org])
+            _wait(f"{org} drafts", review.has_at_least("pending", expected_drafts[org]))
             results[org].drafts = review.drafts()
             say(f"{org}: {len(results[org].drafts)} drafts waiting for review")
 
         panels = {c.ids["patient"]: org for org, r in results.items() for c in r.cases if c.expect == "insufficient"}
         outcomes = wait_for_records(
-            bootstrap, topics.INFERENCE_OUTCOME,
-            lambda recs: {(r["organization_id"], r.get("patient")) for r in recs} >= {(o, p) for p, o in panels.items()},
+            bootstrap,
+            topics.INFERENCE_OUTCOME,
+            lambda recs: (
+                {(r["organization_id"], r.get("patient")) for r in recs} >= {(o, p) for p, o in panels.items()}
+            ),
         )
         for record in outcomes:
             if record.get("outcome") == "insufficient-data" and record["organization_id"] in results:
@@ -122,7 +130,7 @@ def run_scenario(stack: Stack, say: Callable[[str], None] = print) -> ScenarioRe
                     problems.append(f"{org}: approving {draft['draft_id']} answered {response.status_code}")
             say(f"{org}: clinician approved {results[org].approved} drafts")
         for org, review in reviews.items():
-            _wait(f"{org} writes", lambda review=review, org=org: len(review.drafts("written")) >= results[org].approved)
+            _wait(f"{org} writes", review.has_at_least("written", results[org].approved))
             results[org].written = review.drafts("written")
             say(f"{org}: {len(results[org].written)} RiskAssessments written")
 
@@ -134,12 +142,15 @@ def run_scenario(stack: Stack, say: Callable[[str], None] = print) -> ScenarioRe
             result.read_back = ehr.search("RiskAssessment", _tag=f"{SYSTEM_TAG}|{TAG_GENERATED}")
             result.provenance = ehr.search("Provenance", _tag=f"{SYSTEM_TAG}|{TAG_GENERATED}")
             other = ehrs["org2" if org == "org1" else "org1"]
-            result.foreign = sum(len(other.search("RiskAssessment", _tag=f"{SYSTEM_DRAFT}|{d['draft_id']}"))
-                                 for d in result.written)
+            result.foreign = sum(
+                len(other.search("RiskAssessment", _tag=f"{SYSTEM_DRAFT}|{d['draft_id']}")) for d in result.written
+            )
         problems += check(results)
     finally:
-        for client in (*ehrs.values(), *reviews.values()):
-            client.close()
+        for ehr in ehrs.values():
+            ehr.close()
+        for review in reviews.values():
+            review.close()
     return ScenarioResult(results, problems)
 
 
@@ -161,11 +172,13 @@ def check(results: dict[str, OrgResult]) -> list[str]:
                 continue
             summary = draft["summary"]
             if summary["band"] != case.expect or summary["score"] != case.expect_score:
-                problems.append(f"{org}/{case.key}: NEWS2 {summary['score']} {summary['band']}, "
-                                f"expected {case.expect_score} {case.expect}")
+                problems.append(
+                    f"{org}/{case.key}: NEWS2 {summary['score']} {summary['band']}, "
+                    f"expected {case.expect_score} {case.expect}"
+                )
             if case.scale2 and summary.get("spo2_scale") != 2:
                 problems.append(f"{org}/{case.key}: SpO2 scale 2 not applied")
-        written_refs = {d.get("resource_ref") for d in r.written}
+        written_refs = {d["resource_ref"] for d in r.written if d.get("resource_ref")}
         read_refs = {f"RiskAssessment/{ra['id']}" for ra in r.read_back}
         if written_refs != read_refs:
             problems.append(f"{org}: EHR holds {sorted(read_refs)}, writeback wrote {sorted(written_refs)}")
@@ -182,9 +195,11 @@ def check(results: dict[str, OrgResult]) -> list[str]:
 def report(result: ScenarioResult) -> str:
     lines = ["", "ehrflow reference scenario — report", "=" * 38]
     for org, r in result.orgs.items():
-        lines.append(f"{org}: {r.events} events received · {len(r.drafts)} drafts · {r.approved} approved · "
-                     f"{len(r.read_back)} RiskAssessments + {len(r.provenance)} Provenance read back from its EHR · "
-                     f"{len(r.insufficient)} insufficient-data · {r.foreign} in the other EHR")
+        lines.append(
+            f"{org}: {r.events} events received · {len(r.drafts)} drafts · {r.approved} approved · "
+            f"{len(r.read_back)} RiskAssessments + {len(r.provenance)} Provenance read back from its EHR · "
+            f"{len(r.insufficient)} insufficient-data · {r.foreign} in the other EHR"
+        )
         written = {d["patient"]: d for d in r.written}
         for case in r.cases:
             d = written.get(case.ids.get("patient", ""))
@@ -192,7 +207,9 @@ def report(result: ScenarioResult) -> str:
                 s = d["summary"]
                 outcome = f"NEWS2 {s['score']} ({s['band']}, SpO2 scale {s['spo2_scale']}) → {d.get('resource_ref')}"
             else:
-                missing = next((o.get("missing") for o in r.insufficient if o.get("patient") == case.ids.get("patient")), None)
+                missing = next(
+                    (o.get("missing") for o in r.insufficient if o.get("patient") == case.ids.get("patient")), None
+                )
                 outcome = f"insufficient data (missing: {', '.join(missing or [])})" if missing else "no outcome"
             lines.append(f"   {case.ids.get('patient', '?'):<46} {case.key:<14} {outcome}")
     lines.append("")

@@ -37,8 +37,15 @@ class MockFhir:
         self.requests.append(request)
         if request.url.path == "/internal/v1/tokens":
             self.tokens_issued += 1
-            return httpx.Response(200, json={"access_token": f"token-{self.tokens_issued}", "token_type": "bearer",
-                                             "expires_at": 4102444800, "scope": "system/*.read"})
+            return httpx.Response(
+                200,
+                json={
+                    "access_token": f"token-{self.tokens_issued}",
+                    "token_type": "bearer",
+                    "expires_at": 4102444800,
+                    "scope": "system/*.read",
+                },
+            )
         if self.fail_next:
             return httpx.Response(self.fail_next.pop(0), json={"resourceType": "OperationOutcome"})
         path = request.url.path.removeprefix(httpx.URL(self.base).path).strip("/").split("/")
@@ -47,10 +54,20 @@ class MockFhir:
             return httpx.Response(200, json=found[0]) if found else httpx.Response(404, json={})
         if request.method == "GET" and len(path) == 1:
             patient = request.url.params.get("patient")
-            matches = [r for r in self.resources if r["resourceType"] == path[0]
-                       and (patient is None or (r.get("subject") or {}).get("reference") == patient)]
-            return httpx.Response(200, json={"resourceType": "Bundle", "type": "searchset",
-                                             "entry": [{"resource": r, "search": {"mode": "match"}} for r in matches]})
+            matches = [
+                r
+                for r in self.resources
+                if r["resourceType"] == path[0]
+                and (patient is None or (r.get("subject") or {}).get("reference") == patient)
+            ]
+            return httpx.Response(
+                200,
+                json={
+                    "resourceType": "Bundle",
+                    "type": "searchset",
+                    "entry": [{"resource": r, "search": {"mode": "match"}} for r in matches],
+                },
+            )
         if request.method == "POST" and len(path) == 1:
             body = json.loads(request.content)
             self.add(body)

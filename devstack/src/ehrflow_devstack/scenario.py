@@ -16,8 +16,9 @@ from typing import Any
 import httpx
 
 LOINC = "http://loinc.org"
-VITAL_SIGNS = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                           "code": "vital-signs"}]}
+VITAL_SIGNS = {
+    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]
+}
 ACVPU = "https://ehrflow.dev/fhir/CodeSystem/acvpu"
 NEWS2 = "https://ehrflow.dev/fhir/CodeSystem/news2"
 PANEL = "85353-1"
@@ -55,19 +56,31 @@ def cases(org: str) -> list[PatientCase]:
     normal_scale2 = org == "org2"
     return [
         PatientCase(
-            "stable", "Ada" if org == "org1" else "Bram", "Quillfeather" if org == "org1" else "Oakenshield",
+            "stable",
+            "Ada" if org == "org1" else "Bram",
+            "Quillfeather" if org == "org1" else "Oakenshield",
             "1961-04-12" if org == "org1" else "1949-09-30",
-            Vitals(16, 89 if normal_scale2 else 97, 0, 128, 72, "A", 37.0), "low", 0, scale2=normal_scale2,
+            Vitals(16, 89 if normal_scale2 else 97, 0, 128, 72, "A", 37.0),
+            "low",
+            0,
+            scale2=normal_scale2,
         ),
         PatientCase(
-            "deteriorating", "Cyrus" if org == "org1" else "Delia", "Marchbanks" if org == "org1" else "Winterbourne",
+            "deteriorating",
+            "Cyrus" if org == "org1" else "Delia",
+            "Marchbanks" if org == "org1" else "Winterbourne",
             "1957-01-23" if org == "org1" else "1970-06-05",
-            Vitals(26, 90, 4, 95, 125, "A", 38.6), "high", 13,
+            Vitals(26, 90, 4, 95, 125, "A", 38.6),
+            "high",
+            13,
         ),
         PatientCase(
-            "incomplete", "Edmund" if org == "org1" else "Freya", "Ravenscroft" if org == "org1" else "Holloway",
+            "incomplete",
+            "Edmund" if org == "org1" else "Freya",
+            "Ravenscroft" if org == "org1" else "Holloway",
             "1984-11-02" if org == "org1" else "1991-02-17",
-            Vitals(18, 96, 0, 135, 80, None, 36.8), "insufficient",
+            Vitals(18, 96, 0, 135, 80, None, 36.8),
+            "insufficient",
         ),
     ]
 
@@ -80,9 +93,15 @@ def vital_observations(patient_ref: str, v: Vitals, when: str) -> list[dict[str,
     """Individual vital-sign Observations, as a nurse's charting would create them."""
 
     def obs(code: str, display: str, **value: Any) -> dict[str, Any]:
-        return {"resourceType": "Observation", "status": "final", "category": [VITAL_SIGNS],
-                "code": {"coding": [{"system": LOINC, "code": code, "display": display}]},
-                "subject": {"reference": patient_ref}, "effectiveDateTime": when, **value}
+        return {
+            "resourceType": "Observation",
+            "status": "final",
+            "category": [VITAL_SIGNS],
+            "code": {"coding": [{"system": LOINC, "code": code, "display": display}]},
+            "subject": {"reference": patient_ref},
+            "effectiveDateTime": when,
+            **value,
+        }
 
     out = []
     if v.respiration_rate is not None:
@@ -90,15 +109,21 @@ def vital_observations(patient_ref: str, v: Vitals, when: str) -> list[dict[str,
     if v.spo2 is not None:
         out.append(obs("59408-5", "Oxygen saturation by pulse oximetry", valueQuantity=_quantity(v.spo2, "%", "%")))
     if v.oxygen_flow_l_min is not None:
-        out.append(obs("3151-8", "Inhaled oxygen flow rate",
-                       valueQuantity=_quantity(v.oxygen_flow_l_min, "L/min", "L/min")))
+        out.append(
+            obs("3151-8", "Inhaled oxygen flow rate", valueQuantity=_quantity(v.oxygen_flow_l_min, "L/min", "L/min"))
+        )
     if v.systolic_bp is not None:
         out.append(obs("8480-6", "Systolic blood pressure", valueQuantity=_quantity(v.systolic_bp, "mmHg", "mm[Hg]")))
     if v.pulse is not None:
         out.append(obs("8867-4", "Heart rate", valueQuantity=_quantity(v.pulse, "/min", "/min")))
     if v.acvpu is not None:
-        out.append(obs("67775-7", "Level of responsiveness",
-                       valueCodeableConcept={"coding": [{"system": ACVPU, "code": v.acvpu}]}))
+        out.append(
+            obs(
+                "67775-7",
+                "Level of responsiveness",
+                valueCodeableConcept={"coding": [{"system": ACVPU, "code": v.acvpu}]},
+            )
+        )
     if v.temperature is not None:
         out.append(obs("8310-5", "Body temperature", valueQuantity=_quantity(v.temperature, "Cel", "Cel")))
     return out
@@ -106,10 +131,15 @@ def vital_observations(patient_ref: str, v: Vitals, when: str) -> list[dict[str,
 
 def panel(patient_ref: str, members: list[str], when: str) -> dict[str, Any]:
     """The vital-signs panel that closes a charted set: the event NEWS2 is triggered by."""
-    return {"resourceType": "Observation", "status": "final", "category": [VITAL_SIGNS],
-            "code": {"coding": [{"system": LOINC, "code": PANEL, "display": "Vital signs panel"}]},
-            "subject": {"reference": patient_ref}, "effectiveDateTime": when,
-            "hasMember": [{"reference": m} for m in members]}
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [VITAL_SIGNS],
+        "code": {"coding": [{"system": LOINC, "code": PANEL, "display": "Vital signs panel"}]},
+        "subject": {"reference": patient_ref},
+        "effectiveDateTime": when,
+        "hasMember": [{"reference": m} for m in members],
+    }
 
 
 def vital_signs_topic() -> dict[str, Any]:
@@ -131,9 +161,16 @@ def vital_signs_topic() -> dict[str, Any]:
             {"url": f"{ST}.name", "valueString": "vital_signs_recorded"},
             {"url": f"{ST}.title", "valueString": "Vital signs recorded"},
             {"url": f"{ST}.resourceTrigger", "extension": trigger},
-            *[{"url": f"{ST}.canFilterBy", "extension": [
-                {"url": "resource", "valueUri": "Observation"}, {"url": "filterParameter", "valueString": p}]}
-              for p in ("code", "patient")],
+            *[
+                {
+                    "url": f"{ST}.canFilterBy",
+                    "extension": [
+                        {"url": "resource", "valueUri": "Observation"},
+                        {"url": "filterParameter", "valueString": p},
+                    ],
+                }
+                for p in ("code", "patient")
+            ],
         ],
         "code": {"coding": [{"system": "http://hl7.org/fhir/fhir-types", "code": "SubscriptionTopic"}]},
     }
@@ -147,10 +184,15 @@ def subscription(endpoint: str, header: str, secret: str, content: str) -> dict[
         "status": "requested",
         "reason": "ehrflow NEWS2 early warning",
         "criteria": TOPIC_URL,
-        "_criteria": {"extension": [{"url": f"{BACKPORT}/backport-filter-criteria",
-                                     "valueString": f"Observation?code={LOINC}|{PANEL}"}]},
+        "_criteria": {
+            "extension": [
+                {"url": f"{BACKPORT}/backport-filter-criteria", "valueString": f"Observation?code={LOINC}|{PANEL}"}
+            ]
+        },
         "channel": {
-            "type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
+            "type": "rest-hook",
+            "endpoint": endpoint,
+            "payload": "application/fhir+json",
             "_payload": {"extension": [{"url": f"{BACKPORT}/backport-payload-content", "valueCode": content}]},
             "header": [f"{header}: {secret}"],
         },
@@ -162,9 +204,15 @@ class Ehr:
 
     def __init__(self, base: str, admin_token: str) -> None:
         self.base = base
-        self.http = httpx.Client(base_url=base, timeout=15.0, headers={
-            "Authorization": f"Bearer {admin_token}", "Content-Type": "application/fhir+json",
-            "Accept": "application/fhir+json"})
+        self.http = httpx.Client(
+            base_url=base,
+            timeout=15.0,
+            headers={
+                "Authorization": f"Bearer {admin_token}",
+                "Content-Type": "application/fhir+json",
+                "Accept": "application/fhir+json",
+            },
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -201,16 +249,33 @@ class Ehr:
     def record_patient(self, case: PatientCase, when: datetime | None = None) -> PatientCase:
         """Create the patient, charted vitals and the closing panel; returns the case with ids filled in."""
         when = when or datetime.now(UTC).replace(microsecond=0)
-        patient = self.create({"resourceType": "Patient", "name": [{"given": [case.given], "family": case.family}],
-                               "birthDate": case.birth_date, "gender": "unknown"})
+        patient = self.create(
+            {
+                "resourceType": "Patient",
+                "name": [{"given": [case.given], "family": case.family}],
+                "birthDate": case.birth_date,
+                "gender": "unknown",
+            }
+        )
         ref = f"Patient/{patient['id']}"
         case.ids["patient"] = ref
         if case.scale2:
-            self.create({"resourceType": "Condition", "subject": {"reference": ref},
-                         "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                                                         "code": "active"}]},
-                         "code": {"coding": [{"system": NEWS2, "code": "spo2-scale-2",
-                                              "display": "SpO2 target 88-92% (NEWS2 scale 2)"}]}})
+            self.create(
+                {
+                    "resourceType": "Condition",
+                    "subject": {"reference": ref},
+                    "clinicalStatus": {
+                        "coding": [
+                            {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
+                        ]
+                    },
+                    "code": {
+                        "coding": [
+                            {"system": NEWS2, "code": "spo2-scale-2", "display": "SpO2 target 88-92% (NEWS2 scale 2)"}
+                        ]
+                    },
+                }
+            )
         stamp = (when - timedelta(minutes=2)).isoformat()
         members = [f"Observation/{self.create(o)['id']}" for o in vital_observations(ref, case.vitals, stamp)]
         case.ids["panel"] = f"Observation/{self.create(panel(ref, members, when.isoformat()))['id']}"

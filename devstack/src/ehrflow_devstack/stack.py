@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from ehrflow_devstack.config import ORGS, SEKMET_SCOPES, GeneratedConfig, generate, write_registry
 from ehrflow_devstack.parts import Part, start_broker, start_redis, start_sekmet
@@ -14,6 +16,8 @@ from ehrflow_devstack.processes import Process, free_port, http_ok
 log = logging.getLogger("ehrflow.devstack")
 
 SERVICES = ("auth", "ingest", "inference", "writeback")
+
+Startable = TypeVar("Startable", Part, Process)
 
 
 @dataclass
@@ -68,16 +72,25 @@ class Stack:
             self._say(f"redis ({self.redis.kind}) ready")
             self.urls = {name: f"http://127.0.0.1:{free_port()}" for name in SERVICES}
             for org in ORGS:
-                self.ehrs[org.id] = self._track(start_sekmet(
-                    self.state, org.id, client_id=org.client_id, scopes=SEKMET_SCOPES,
-                    jwks_url=f"{self.urls['auth']}/orgs/{org.id}/jwks.json", admin_token=self.config.admin_token,
-                ))
+                self.ehrs[org.id] = self._track(
+                    start_sekmet(
+                        self.state,
+                        org.id,
+                        client_id=org.client_id,
+                        scopes=SEKMET_SCOPES,
+                        jwks_url=f"{self.urls['auth']}/orgs/{org.id}/jwks.json",
+                        admin_token=self.config.admin_token,
+                    )
+                )
                 self._say(f"sandbox EHR {org.id} ({org.name}) at {self.ehrs[org.id].url}")
             write_registry(self.config, {org: part.url for org, part in self.ehrs.items()})
             for name in SERVICES:
                 proc = Process(
-                    name, [sys.executable, "-m", f"ehrflow_{name}.main"], self.logs / f"{name}.log",
-                    env=self.service_env(name), ready=lambda url=self.urls[name]: http_ok(f"{url}/readyz"),
+                    name,
+                    [sys.executable, "-m", f"ehrflow_{name}.main"],
+                    self.logs / f"{name}.log",
+                    env=self.service_env(name),
+                    ready=functools.partial(http_ok, f"{self.urls[name]}/readyz"),
                 )
                 proc.start(timeout=90)
                 self.services[name] = self._track(proc)
@@ -87,7 +100,7 @@ class Stack:
             raise
         return self
 
-    def _track(self, item):  # type: ignore[no-untyped-def]
+    def _track(self, item: Startable) -> Startable:
         self._started.append(item)
         return item
 

@@ -22,22 +22,50 @@ from ehrflow_contracts.fhir import SYSTEM_TAG, TAG_GENERATED, is_generated_by_eh
 
 EXAMPLES = [
     NotificationReceived(
-        organization_id="org1", correlation_id="c1", flavour="r4-backport", notification_type="event-notification",
-        content_level="id-only", event_number=3, focus=Reference(reference="Observation/1", original="http://x/fhir/Observation/1"),
-        patient="Patient/9", dedupe_key="k",
+        organization_id="org1",
+        correlation_id="c1",
+        flavour="r4-backport",
+        notification_type="event-notification",
+        content_level="id-only",
+        event_number=3,
+        focus=Reference(reference="Observation/1", original="http://x/fhir/Observation/1"),
+        patient="Patient/9",
+        dedupe_key="k",
     ),
     DraftProposed(
-        organization_id="org1", correlation_id="c1", draft_id="d1", workflow="news2",
-        model=ModelRef(name="m", version="1"), patient="Patient/9",
+        organization_id="org1",
+        correlation_id="c1",
+        draft_id="d1",
+        workflow="news2",
+        model=ModelRef(name="m", version="1"),
+        patient="Patient/9",
         resource={"resourceType": "RiskAssessment", "status": "preliminary", "subject": {"reference": "Patient/9"}},
-        basis=("Observation/1/_history/1",), summary={"score": 3},
+        basis=("Observation/1/_history/1",),
+        summary={"score": 3},
     ),
-    InferenceOutcome(organization_id="org2", correlation_id="c2", workflow="news2", outcome="insufficient-data",
-                     missing=("consciousness",)),
-    ReviewDecided(organization_id="org1", correlation_id="c1", draft_id="d1", decision="approved",
-                  reviewer="Practitioner/7", decided_at=datetime(2026, 11, 21, tzinfo=UTC)),
-    WritebackCompleted(organization_id="org1", correlation_id="c1", draft_id="d1", status="written",
-                       resource="RiskAssessment/5", provenance="Provenance/6"),
+    InferenceOutcome(
+        organization_id="org2",
+        correlation_id="c2",
+        workflow="news2",
+        outcome="insufficient-data",
+        missing=("consciousness",),
+    ),
+    ReviewDecided(
+        organization_id="org1",
+        correlation_id="c1",
+        draft_id="d1",
+        decision="approved",
+        reviewer="Practitioner/7",
+        decided_at=datetime(2026, 11, 21, tzinfo=UTC),
+    ),
+    WritebackCompleted(
+        organization_id="org1",
+        correlation_id="c1",
+        draft_id="d1",
+        status="written",
+        resource="RiskAssessment/5",
+        provenance="Provenance/6",
+    ),
 ]
 
 
@@ -60,7 +88,9 @@ def test_events_are_frozen() -> None:
 
 def test_envelope_fields_are_present() -> None:
     dumped = EXAMPLES[0].model_dump()
-    assert {"event_id", "organization_id", "occurred_at", "received_at", "schema_version", "correlation_id"} <= set(dumped)
+    assert {"event_id", "organization_id", "occurred_at", "received_at", "schema_version", "correlation_id"} <= set(
+        dumped
+    )
 
 
 def test_topic_names_follow_the_convention_and_are_unique() -> None:
@@ -71,7 +101,9 @@ def test_topic_names_follow_the_convention_and_are_unique() -> None:
 
 def test_fhir_validation_rejects_unknown_elements() -> None:
     with pytest.raises(ValidationError):
-        validate({"resourceType": "RiskAssessment", "status": "final", "subject": {"reference": "Patient/1"}, "bogus": 1})
+        validate(
+            {"resourceType": "RiskAssessment", "status": "final", "subject": {"reference": "Patient/1"}, "bogus": 1}
+        )
 
 
 def test_generated_tag_is_recognised() -> None:

@@ -18,11 +18,16 @@ from ehrflow_runtime.tokens import TokenClient
 def _org(tmp_path: Path) -> Organization:
     secret = tmp_path / "s"
     secret.write_text("x")
-    return Organization.model_validate({
-        "id": "org1", "name": "n", "fhir_base_url": "https://ehr.example.org/fhir",
-        "backend_auth": {"client_id": "c", "scopes": ["s"], "key": {"file": secret, "kid": "k"}},
-        "ingest": {"secrets": [{"header": "X", "file": secret}]}, "review": {"api_key_file": secret},
-    })
+    return Organization.model_validate(
+        {
+            "id": "org1",
+            "name": "n",
+            "fhir_base_url": "https://ehr.example.org/fhir",
+            "backend_auth": {"client_id": "c", "scopes": ["s"], "key": {"file": secret, "kid": "k"}},
+            "ingest": {"secrets": [{"header": "X", "file": secret}]},
+            "review": {"api_key_file": secret},
+        }
+    )
 
 
 def _client(ehr: MockFhir, org: Organization) -> FhirClient:
@@ -37,7 +42,9 @@ async def test_reads_with_a_bearer_token_from_auth(tmp_path: Path) -> None:
     fhir = _client(ehr, _org(tmp_path))
     assert (await fhir.read("Patient/p1"))["id"] == "p1"
     token_call, read = ehr.requests
-    assert token_call.headers["x-ehrflow-service"] == "inference" and token_call.headers["authorization"] == "Bearer cred"
+    assert (
+        token_call.headers["x-ehrflow-service"] == "inference" and token_call.headers["authorization"] == "Bearer cred"
+    )
     assert read.headers["authorization"] == "Bearer token-1"
 
 
@@ -57,16 +64,25 @@ async def test_a_second_401_is_an_error(tmp_path: Path) -> None:
     assert caught.value.status == 401
 
 
-@pytest.mark.parametrize(("status", "error"), [(503, UpstreamUnavailable), (429, UpstreamUnavailable),
-                                               (403, UpstreamRejected), (404, UpstreamRejected)])
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(503, UpstreamUnavailable), (429, UpstreamUnavailable), (403, UpstreamRejected), (404, UpstreamRejected)],
+)
 async def test_status_mapping(tmp_path: Path, status: int, error: type[Exception]) -> None:
     fhir = _client(MockFhir(fail_next=[status]), _org(tmp_path))
     with pytest.raises(error):
         await fhir.read("Patient/p1")
 
 
-@pytest.mark.parametrize("url", ["https://attacker.example.net/fhir/Patient/1", "https://ehr.example.org/other/Patient/1",
-                                 "https://ehr.example.org/fhir-evil/Patient/1", "http://ehr.example.org/fhir/Patient/1"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://attacker.example.net/fhir/Patient/1",
+        "https://ehr.example.org/other/Patient/1",
+        "https://ehr.example.org/fhir-evil/Patient/1",
+        "http://ehr.example.org/fhir/Patient/1",
+    ],
+)
 async def test_token_never_leaves_the_organizations_base(tmp_path: Path, url: str) -> None:
     ehr = MockFhir()
     fhir = _client(ehr, _org(tmp_path))

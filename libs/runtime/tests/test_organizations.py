@@ -15,8 +15,11 @@ def _record(**changes: object) -> dict[str, object]:
     record: dict[str, object] = {
         "name": "Northfield General",
         "fhir_base_url": "https://ehr.example.org/fhir/",
-        "backend_auth": {"client_id": "c1", "scopes": ["system/*.read"],
-                         "key": {"file": "keys/k.pem", "kid": "k1", "alg": "RS384"}},
+        "backend_auth": {
+            "client_id": "c1",
+            "scopes": ["system/*.read"],
+            "key": {"file": "keys/k.pem", "kid": "k1", "alg": "RS384"},
+        },
         "ingest": {"secrets": [{"header": "X-Secret", "file": "secrets/hook"}]},
         "review": {"api_key_file": "secrets/review"},
         "workflows": {"news2": {}},
@@ -66,8 +69,9 @@ def test_missing_kid_names_the_field(folder: Path) -> None:
 
 def test_http_base_needs_the_local_development_flag(folder: Path) -> None:
     assert "https" in _error(folder, {"org1": _record(fhir_base_url="http://ehr.example.org/fhir")})
-    registry = load_registry(_write(folder, {"org1": _record(fhir_base_url="http://127.0.0.1/fhir",
-                                                             allow_insecure_http=True)}))
+    registry = load_registry(
+        _write(folder, {"org1": _record(fhir_base_url="http://127.0.0.1/fhir", allow_insecure_http=True)})
+    )
     assert registry.get("org1") is not None
 
 
@@ -83,14 +87,20 @@ def test_unknown_field_is_rejected(folder: Path) -> None:
 
 
 def test_inline_key_is_not_a_thing(folder: Path) -> None:
-    record = _record(backend_auth={"client_id": "c1", "scopes": ["s"],
-                                   "key": {"file": "keys/k.pem", "kid": "k1", "pem": "-----BEGIN"}})
+    record = _record(
+        backend_auth={
+            "client_id": "c1",
+            "scopes": ["s"],
+            "key": {"file": "keys/k.pem", "kid": "k1", "pem": "-----BEGIN"},
+        }
+    )
     assert "backend_auth.key.pem" in _error(folder, {"org1": record})
 
 
 def test_unsupported_algorithm(folder: Path) -> None:
-    record = _record(backend_auth={"client_id": "c1", "scopes": ["s"],
-                                   "key": {"file": "keys/k.pem", "kid": "k1", "alg": "HS256"}})
+    record = _record(
+        backend_auth={"client_id": "c1", "scopes": ["s"], "key": {"file": "keys/k.pem", "kid": "k1", "alg": "HS256"}}
+    )
     assert "backend_auth.key.alg" in _error(folder, {"org1": record})
 
 

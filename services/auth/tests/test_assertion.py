@@ -17,8 +17,10 @@ from ehrflow_runtime.organizations import SigningKey
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SigningKey]:
     folder = generate(tmp_path_factory.mktemp("keys")).folder / "keys"
-    return {"RS384": SigningKey(file=folder / "org1.pem", kid="k-rsa", alg="RS384"),
-            "ES384": SigningKey(file=folder / "org2.pem", kid="k-ec", alg="ES384")}
+    return {
+        "RS384": SigningKey(file=folder / "org1.pem", kid="k-rsa", alg="RS384"),
+        "ES384": SigningKey(file=folder / "org2.pem", kid="k-ec", alg="ES384"),
+    }
 
 
 @pytest.mark.parametrize("alg", ["RS384", "ES384"])
@@ -27,8 +29,14 @@ def test_claims_and_header(keys: dict[str, SigningKey], alg: str) -> None:
     token, jti = client_assertion(client_id="ehrflow-org1", token_endpoint="https://ehr/auth/token", key=key, now=1000)
     decoded = jwt.decode(token, key, algorithms=[alg])
     assert decoded.header == {"alg": alg, "kid": keys[alg].kid, "typ": "JWT"}
-    assert decoded.claims == {"iss": "ehrflow-org1", "sub": "ehrflow-org1", "aud": "https://ehr/auth/token",
-                              "jti": jti, "iat": 1000, "exp": 1000 + LIFETIME_S}
+    assert decoded.claims == {
+        "iss": "ehrflow-org1",
+        "sub": "ehrflow-org1",
+        "aud": "https://ehr/auth/token",
+        "jti": jti,
+        "iat": 1000,
+        "exp": 1000 + LIFETIME_S,
+    }
     assert isinstance(decoded.claims["aud"], str)
     assert LIFETIME_S <= 300 and 22 <= len(jti) <= 151
 
@@ -42,11 +50,19 @@ def test_jti_never_repeats(keys: dict[str, SigningKey]) -> None:
 def test_published_jwks_has_no_private_members(keys: dict[str, SigningKey]) -> None:
     from ehrflow_runtime.organizations import Organization
 
-    orgs = [Organization.model_validate({
-        "id": f"o{i}", "name": "n", "fhir_base_url": "https://ehr/fhir",
-        "backend_auth": {"client_id": "c", "scopes": ["s"], "key": spec.model_dump()},
-        "ingest": {"secrets": [{"header": "X", "file": spec.file}]}, "review": {"api_key_file": spec.file},
-    }) for i, spec in enumerate(keys.values())]
+    orgs = [
+        Organization.model_validate(
+            {
+                "id": f"o{i}",
+                "name": "n",
+                "fhir_base_url": "https://ehr/fhir",
+                "backend_auth": {"client_id": "c", "scopes": ["s"], "key": spec.model_dump()},
+                "ingest": {"secrets": [{"header": "X", "file": spec.file}]},
+                "review": {"api_key_file": spec.file},
+            }
+        )
+        for i, spec in enumerate(keys.values())
+    ]
     ring = KeyRing(orgs)
     for org, spec in zip(orgs, keys.values(), strict=True):
         [jwk] = ring.public_jwks(org.id)["keys"]

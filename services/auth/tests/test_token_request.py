@@ -25,12 +25,20 @@ TOKEN_URL = "https://ehr.example.org/auth/token"
 def org(tmp_path_factory: pytest.TempPathFactory) -> Organization:
     folder = generate(tmp_path_factory.mktemp("auth")).folder
     pem = folder / "keys" / "org1.pem"
-    return Organization.model_validate({
-        "id": "org1", "name": "n", "fhir_base_url": "https://ehr.example.org/fhir",
-        "backend_auth": {"client_id": "ehrflow-org1", "scopes": ["system/*.read", "system/RiskAssessment.write"],
-                         "key": {"file": pem, "kid": "k1", "alg": "RS384"}},
-        "ingest": {"secrets": [{"header": "X", "file": pem}]}, "review": {"api_key_file": pem},
-    })
+    return Organization.model_validate(
+        {
+            "id": "org1",
+            "name": "n",
+            "fhir_base_url": "https://ehr.example.org/fhir",
+            "backend_auth": {
+                "client_id": "ehrflow-org1",
+                "scopes": ["system/*.read", "system/RiskAssessment.write"],
+                "key": {"file": pem, "kid": "k1", "alg": "RS384"},
+            },
+            "ingest": {"secrets": [{"header": "X", "file": pem}]},
+            "review": {"api_key_file": pem},
+        }
+    )
 
 
 Script = list[Callable[[httpx.Request], httpx.Response]]
@@ -62,7 +70,9 @@ async def test_form_and_granted_scope(org: Organization) -> None:
     assert form["grant_type"] == ["client_credentials"]
     assert form["scope"] == ["system/*.read system/RiskAssessment.write"]
     assert form["client_assertion_type"] == ["urn:ietf:params:oauth:client-assertion-type:jwt-bearer"]
-    claims = jwt.decode(form["client_assertion"][0], load_signing_key(org.backend_auth.key), algorithms=["RS384"]).claims
+    claims = jwt.decode(
+        form["client_assertion"][0], load_signing_key(org.backend_auth.key), algorithms=["RS384"]
+    ).claims
     assert claims["aud"] == TOKEN_URL
 
 
@@ -111,8 +121,13 @@ async def test_server_errors_exhaust_attempts(org: Organization) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{"token_type": "bearer"}, {"access_token": "", "token_type": "bearer"}, {"access_token": "t", "token_type": "mac"},
-     {"access_token": "t"}, ["not", "an", "object"]],
+    [
+        {"token_type": "bearer"},
+        {"access_token": "", "token_type": "bearer"},
+        {"access_token": "t", "token_type": "mac"},
+        {"access_token": "t"},
+        ["not", "an", "object"],
+    ],
 )
 def test_bad_token_responses_are_rejected(body: object) -> None:
     with pytest.raises(UpstreamRejected):
@@ -128,9 +143,12 @@ def _discovery(doc: dict[str, object] | None, status: int = 200) -> httpx.AsyncC
 
 
 async def test_discovery_finds_the_token_endpoint(org: Organization) -> None:
-    doc = {"token_endpoint": TOKEN_URL, "grant_types_supported": ["client_credentials"],
-           "token_endpoint_auth_methods_supported": ["private_key_jwt"],
-           "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"]}
+    doc = {
+        "token_endpoint": TOKEN_URL,
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+    }
     async with _discovery(doc) as http:
         assert (await discover(http, org)).token_endpoint == TOKEN_URL
 
@@ -141,7 +159,10 @@ async def test_discovery_finds_the_token_endpoint(org: Organization) -> None:
         ({"token_endpoint": "https://attacker.example.net/token"}, "foreign host"),
         ({}, "no token_endpoint"),
         ({"token_endpoint": TOKEN_URL, "grant_types_supported": ["authorization_code"]}, "client_credentials"),
-        ({"token_endpoint": TOKEN_URL, "token_endpoint_auth_methods_supported": ["client_secret_basic"]}, "private_key_jwt"),
+        (
+            {"token_endpoint": TOKEN_URL, "token_endpoint_auth_methods_supported": ["client_secret_basic"]},
+            "private_key_jwt",
+        ),
         ({"token_endpoint": TOKEN_URL, "token_endpoint_auth_signing_alg_values_supported": ["RS256"]}, "RS384"),
     ],
 )
@@ -152,8 +173,11 @@ async def test_discovery_misconfigurations(org: Organization, doc: dict[str, obj
 
 
 async def test_discovery_override_sends_nothing(org: Organization, tmp_path: Path) -> None:
-    pinned = org.model_copy(update={"backend_auth": org.backend_auth.model_copy(
-        update={"token_endpoint": "https://login.example.com/token"})})
+    pinned = org.model_copy(
+        update={
+            "backend_auth": org.backend_auth.model_copy(update={"token_endpoint": "https://login.example.com/token"})
+        }
+    )
 
     def refuse(request: httpx.Request) -> httpx.Response:
         raise AssertionError("no request expected")

@@ -43,12 +43,20 @@ async def test_trigger_event_publishes_a_draft_and_incomplete_an_outcome(tmp_pat
     async with TestKafkaBroker(broker) as test_broker:
         for trigger in triggers:
             ref = f"Observation/{trigger['id']}"
-            await test_broker.publish({
-                "organization_id": "org1", "correlation_id": "c", "flavour": "r4-backport",
-                "notification_type": "event-notification", "content_level": "full-resource",
-                "focus": {"reference": ref, "original": ref}, "resource": trigger, "dedupe_key": ref,
-                "patient": trigger["subject"]["reference"],
-            }, topic=topics.NOTIFICATION_RECEIVED)
+            await test_broker.publish(
+                {
+                    "organization_id": "org1",
+                    "correlation_id": "c",
+                    "flavour": "r4-backport",
+                    "notification_type": "event-notification",
+                    "content_level": "full-resource",
+                    "focus": {"reference": ref, "original": ref},
+                    "resource": trigger,
+                    "dedupe_key": ref,
+                    "patient": trigger["subject"]["reference"],
+                },
+                topic=topics.NOTIFICATION_RECEIVED,
+            )
     assert [(d["patient"], d["summary"]["band"]) for d in drafts] == [("Patient/p1", "high")]
     assert [(o["patient"], o["outcome"]) for o in outcomes] == [("Patient/p2", "insufficient-data")]
 

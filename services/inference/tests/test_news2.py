@@ -23,10 +23,25 @@ def test_spo2_scale1(spo2: float, points: int) -> None:
 @pytest.mark.parametrize(
     ("spo2", "on_oxygen", "points"),
     [
-        (83, False, 3), (84, False, 2), (85, False, 2), (86, False, 1), (87, False, 1), (88, False, 0), (92, False, 0),
-        (93, False, 0), (97, False, 0), (100, False, 0),  # on air, anything ≥ 88 scores 0
-        (83, True, 3), (88, True, 0), (92, True, 0), (93, True, 1), (94, True, 1), (95, True, 2), (96, True, 2),
-        (97, True, 3), (100, True, 3),
+        (83, False, 3),
+        (84, False, 2),
+        (85, False, 2),
+        (86, False, 1),
+        (87, False, 1),
+        (88, False, 0),
+        (92, False, 0),
+        (93, False, 0),
+        (97, False, 0),
+        (100, False, 0),  # on air, anything ≥ 88 scores 0
+        (83, True, 3),
+        (88, True, 0),
+        (92, True, 0),
+        (93, True, 1),
+        (94, True, 1),
+        (95, True, 2),
+        (96, True, 2),
+        (97, True, 3),
+        (100, True, 3),
     ],
 )
 def test_spo2_scale2(spo2: float, on_oxygen: bool, points: int) -> None:
@@ -60,16 +75,35 @@ def test_consciousness(level: news2.Consciousness, points: int) -> None:
 
 @pytest.mark.parametrize(
     ("celsius", "points"),
-    [(34.0, 3), (35.0, 3), (35.04, 3), (35.05, 1), (35.1, 1), (36.0, 1), (36.1, 0), (38.0, 0), (38.1, 1), (39.0, 1),
-     (39.1, 2), (41.0, 2)],
+    [
+        (34.0, 3),
+        (35.0, 3),
+        (35.04, 3),
+        (35.05, 1),
+        (35.1, 1),
+        (36.0, 1),
+        (36.1, 0),
+        (38.0, 0),
+        (38.1, 1),
+        (39.0, 1),
+        (39.1, 2),
+        (41.0, 2),
+    ],
 )
 def test_temperature(celsius: float, points: int) -> None:
     assert news2.score_temperature(celsius) == points
 
 
 def _vitals(**changes: object) -> news2.Vitals:
-    base = {"respiration_rate": 16, "spo2": 97, "on_oxygen": False, "systolic_bp": 125, "pulse": 70,
-            "consciousness": "A", "temperature": 37.0}
+    base = {
+        "respiration_rate": 16,
+        "spo2": 97,
+        "on_oxygen": False,
+        "systolic_bp": 125,
+        "pulse": 70,
+        "consciousness": "A",
+        "temperature": 37.0,
+    }
     return news2.Vitals(**{**base, **changes})  # type: ignore[arg-type]
 
 
@@ -89,8 +123,18 @@ def test_all_normal_is_zero_and_low() -> None:
         ({"respiration_rate": 22, "pulse": 115, "temperature": 38.5}, 5, "medium"),
         ({"consciousness": "V", "respiration_rate": 22, "pulse": 95}, 6, "medium"),
         ({"respiration_rate": 25, "spo2": 93, "pulse": 95, "temperature": 38.5}, 7, "high"),
-        ({"respiration_rate": 26, "spo2": 90, "on_oxygen": True, "systolic_bp": 95, "pulse": 125,
-          "temperature": 38.6}, 13, "high"),
+        (
+            {
+                "respiration_rate": 26,
+                "spo2": 90,
+                "on_oxygen": True,
+                "systolic_bp": 95,
+                "pulse": 125,
+                "temperature": 38.6,
+            },
+            13,
+            "high",
+        ),
     ],
 )
 def test_aggregate_bands(changes: dict[str, object], total: int, band: str) -> None:

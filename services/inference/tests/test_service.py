@@ -28,11 +28,16 @@ CONTRACT = News2Workflow()
 def org(tmp_path: Path) -> Organization:
     secret = tmp_path / "s"
     secret.write_text("x")
-    return Organization.model_validate({
-        "id": "org1", "name": "n", "fhir_base_url": "https://ehr.example.org/fhir",
-        "backend_auth": {"client_id": "c", "scopes": ["s"], "key": {"file": secret, "kid": "k"}},
-        "ingest": {"secrets": [{"header": "X", "file": secret}]}, "review": {"api_key_file": secret},
-    })
+    return Organization.model_validate(
+        {
+            "id": "org1",
+            "name": "n",
+            "fhir_base_url": "https://ehr.example.org/fhir",
+            "backend_auth": {"client_id": "c", "scopes": ["s"], "key": {"file": secret, "kid": "k"}},
+            "ingest": {"secrets": [{"header": "X", "file": secret}]},
+            "review": {"api_key_file": secret},
+        }
+    )
 
 
 def _chart(ehr: MockFhir, vitals: Vitals, patient: str = "Patient/p1", when: datetime = WHEN) -> dict:  # type: ignore[type-arg]
@@ -46,16 +51,23 @@ def _chart(ehr: MockFhir, vitals: Vitals, patient: str = "Patient/p1", when: dat
 def _event(trigger: dict, *, full: bool = True) -> NotificationReceived:  # type: ignore[type-arg]
     ref = f"Observation/{trigger['id']}"
     return NotificationReceived(
-        organization_id="org1", correlation_id="c", flavour="r4-backport", notification_type="event-notification",
-        content_level="full-resource" if full else "id-only", focus=Reference(reference=ref, original=ref),
-        resource=trigger if full else None, patient=trigger["subject"]["reference"], dedupe_key="k",
+        organization_id="org1",
+        correlation_id="c",
+        flavour="r4-backport",
+        notification_type="event-notification",
+        content_level="full-resource" if full else "id-only",
+        focus=Reference(reference=ref, original=ref),
+        resource=trigger if full else None,
+        patient=trigger["subject"]["reference"],
+        dedupe_key="k",
     )
 
 
 def _fhir(ehr: MockFhir, org: Organization) -> FhirClient:
     http = httpx.AsyncClient(transport=ehr.transport())
-    return FhirClient(http, TokenClient(http, base_url="http://auth", service_name="inference",
-                                        credential=SecretStr("c")), org)
+    return FhirClient(
+        http, TokenClient(http, base_url="http://auth", service_name="inference", credential=SecretStr("c")), org
+    )
 
 
 HIGH = Vitals(26, 90, 4, 95, 125, "A", 38.6)
@@ -97,7 +109,11 @@ async def test_missing_parameter_is_insufficient_data(org: Organization) -> None
     trigger = _chart(ehr, Vitals(18, 96, 0, 135, 80, None, 36.8))
     outcome = await service.handle(_event(trigger), CONTRACT, _fhir(ehr, org))
     assert isinstance(outcome, InferenceOutcome)
-    assert (outcome.outcome, outcome.missing, outcome.patient) == ("insufficient-data", ("consciousness",), "Patient/p1")
+    assert (outcome.outcome, outcome.missing, outcome.patient) == (
+        "insufficient-data",
+        ("consciousness",),
+        "Patient/p1",
+    )
 
 
 async def test_vitals_older_than_the_window_do_not_count(org: Organization) -> None:
@@ -120,8 +136,13 @@ async def test_latest_reading_wins(org: Organization) -> None:
 
 async def test_scale2_condition(org: Organization) -> None:
     ehr = MockFhir()
-    ehr.add({"resourceType": "Condition", "subject": {"reference": "Patient/p1"},
-             "code": {"coding": [{"system": "https://ehrflow.dev/fhir/CodeSystem/news2", "code": "spo2-scale-2"}]}})
+    ehr.add(
+        {
+            "resourceType": "Condition",
+            "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": "https://ehrflow.dev/fhir/CodeSystem/news2", "code": "spo2-scale-2"}]},
+        }
+    )
     trigger = _chart(ehr, Vitals(16, 89, 0, 128, 72, "A", 37.0))
     draft = await service.handle(_event(trigger), CONTRACT, _fhir(ehr, org))
     assert isinstance(draft, DraftProposed)
@@ -147,19 +168,39 @@ async def test_forbidden_and_unavailable_ehr(org: Organization) -> None:
 
 
 def test_bp_panel_component_and_fahrenheit() -> None:
-    bp = {"resourceType": "Observation", "id": "bp", "status": "final", "effectiveDateTime": WHEN.isoformat(),
-          "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
-          "component": [{"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
-                         "valueQuantity": {"value": 118, "code": "mm[Hg]"}}]}
-    temp = {"resourceType": "Observation", "id": "t", "status": "final", "effectiveDateTime": WHEN.isoformat(),
-            "code": {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]},
-            "valueQuantity": {"value": 100.4, "code": "[degF]"}}
+    bp = {
+        "resourceType": "Observation",
+        "id": "bp",
+        "status": "final",
+        "effectiveDateTime": WHEN.isoformat(),
+        "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+        "component": [
+            {
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                "valueQuantity": {"value": 118, "code": "mm[Hg]"},
+            }
+        ],
+    }
+    temp = {
+        "resourceType": "Observation",
+        "id": "t",
+        "status": "final",
+        "effectiveDateTime": WHEN.isoformat(),
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8310-5"}]},
+        "valueQuantity": {"value": 100.4, "code": "[degF]"},
+    }
     assert [(r.parameter, r.value) for r in readings(bp)] == [("systolic_bp", 118)]
     [reading] = readings(temp)
     assert reading.parameter == "temperature" and reading.value == pytest.approx(38.0)
 
 
 def test_entered_in_error_is_not_a_reading() -> None:
-    obs = {"resourceType": "Observation", "id": "x", "status": "entered-in-error", "effectiveDateTime": WHEN.isoformat(),
-           "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}, "valueQuantity": {"value": 70}}
+    obs = {
+        "resourceType": "Observation",
+        "id": "x",
+        "status": "entered-in-error",
+        "effectiveDateTime": WHEN.isoformat(),
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "valueQuantity": {"value": 70},
+    }
     assert readings(obs) == []

@@ -28,11 +28,20 @@ def config(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
 
 
 class Client:
-    def __init__(self, http: httpx.AsyncClient, published: dict[str, list[dict[str, Any]]], secrets: dict[str, str]) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, published: dict[str, list[dict[str, Any]]], secrets: dict[str, str]
+    ) -> None:
         self.http, self.published, self.secrets = http, published, secrets
 
-    async def post(self, org: str, body: Any, *, secret_of: str | None = None, raw: bytes | None = None,
-                   content_type: str = "application/fhir+json; charset=utf-8") -> httpx.Response:
+    async def post(
+        self,
+        org: str,
+        body: Any,
+        *,
+        secret_of: str | None = None,
+        raw: bytes | None = None,
+        content_type: str = "application/fhir+json; charset=utf-8",
+    ) -> httpx.Response:
         headers = {"Content-Type": content_type, WEBHOOK_HEADER: self.secrets[secret_of or org]}
         content = raw if raw is not None else json.dumps(body).encode()
         return await self.http.post(f"/v1/notify/{org}", content=content, headers=headers)
@@ -47,16 +56,19 @@ def _collector(into: list[dict[str, Any]]):  # type: ignore[no-untyped-def]
 
 @pytest.fixture()
 async def client(config, tmp_path: Path) -> AsyncIterator[Client]:  # type: ignore[no-untyped-def]
-    settings = IngestSettings(organizations_file=config.organizations_file, max_body_bytes=64 * 1024,
-                              kafka={"create_topics": False, "publish_timeout_s": 2})
+    settings = IngestSettings(
+        organizations_file=config.organizations_file,
+        max_body_bytes=64 * 1024,
+        kafka={"create_topics": False, "publish_timeout_s": 2},
+    )
     broker = KafkaBroker()
     app = create_app(settings, broker=broker)
     published: dict[str, list[dict[str, Any]]] = {t: [] for t in topics.ALL}
     for topic in (topics.NOTIFICATION_RECEIVED, topics.SUBSCRIPTION_SIGNAL, topics.NOTIFICATION_QUARANTINED):
         broker.subscriber(topic, group_id=f"test-{topic}")(_collector(published[topic]))
-    async with TestKafkaBroker(broker):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ingest") as http:
-            yield Client(http, published, {o: config.webhook_secret(o) for o in ("org1", "org2")})
+    transport = httpx.ASGITransport(app=app)
+    async with TestKafkaBroker(broker), httpx.AsyncClient(transport=transport, base_url="http://ingest") as http:
+        yield Client(http, published, {o: config.webhook_secret(o) for o in ("org1", "org2")})
 
 
 async def test_event_notification_is_published_and_answered_200(client: Client) -> None:
@@ -81,7 +93,11 @@ async def test_handshake_goes_to_the_control_topic_only(client: Client) -> None:
     assert (await client.post("org2", samples.r4_backport("handshake", status="requested"))).status_code == 200
     assert client.published[topics.NOTIFICATION_RECEIVED] == []
     [signal] = client.published[topics.SUBSCRIPTION_SIGNAL]
-    assert (signal["organization_id"], signal["notification_type"], signal["status"]) == ("org2", "handshake", "requested")
+    assert (signal["organization_id"], signal["notification_type"], signal["status"]) == (
+        "org2",
+        "handshake",
+        "requested",
+    )
 
 
 async def test_another_organizations_secret_is_refused_and_nothing_is_published(client: Client) -> None:

@@ -13,7 +13,11 @@ from ehrflow_ingest.references import normalize
 
 def test_r4_backport_full_resource() -> None:
     note = parse_topic_notification(samples.r4_backport())
-    assert (note.flavour, note.notification_type, note.content_level) == ("r4-backport", "event-notification", "full-resource")
+    assert (note.flavour, note.notification_type, note.content_level) == (
+        "r4-backport",
+        "event-notification",
+        "full-resource",
+    )
     assert note.subscription == "Subscription/sub-1"
     assert note.events_since_subscription_start == 1
     [event] = note.events
@@ -71,8 +75,10 @@ def test_subscription_as_value_string_and_type_as_string() -> None:
     [
         ({"resourceType": "Patient"}, "expected a FHIR Bundle"),
         ({"resourceType": "Bundle", "type": "history", "entry": []}, "entry[0]"),
-        ({"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {"resourceType": "Parameters"}}]},
-         "not a subscription notification"),
+        (
+            {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {"resourceType": "Parameters"}}]},
+            "not a subscription notification",
+        ),
         ([1, 2], "expected a FHIR Bundle"),
     ],
 )
@@ -115,7 +121,9 @@ def test_dedupe_key_precedence() -> None:
     by_number = dedupe_key("org1", note, event, raw)
     # Re-sent with a new Bundle id and a new status fullUrl: still the same event.
     again = samples.r4_backport()
-    assert dedupe_key("org1", parse_topic_notification(again), parse_topic_notification(again).events[0], b"") == by_number
+    assert (
+        dedupe_key("org1", parse_topic_notification(again), parse_topic_notification(again).events[0], b"") == by_number
+    )
     assert dedupe_key("org2", note, event, raw) != by_number  # never shared across organizations
     without_sub = parse_topic_notification(samples.r4_backport())
     object.__setattr__(without_sub, "subscription", None)

@@ -16,11 +16,16 @@ def _org(tmp_path: Path, org_id: str, secrets: list[tuple[str, str]]) -> Organiz
         files.append({"header": header, "file": path})
     key = tmp_path / "key.pem"
     key.write_text("x")
-    return Organization.model_validate({
-        "id": org_id, "name": org_id, "fhir_base_url": "https://ehr.example.org/fhir",
-        "backend_auth": {"client_id": "c", "scopes": ["s"], "key": {"file": key, "kid": "k"}},
-        "ingest": {"secrets": files}, "review": {"api_key_file": key},
-    })
+    return Organization.model_validate(
+        {
+            "id": org_id,
+            "name": org_id,
+            "fhir_base_url": "https://ehr.example.org/fhir",
+            "backend_auth": {"client_id": "c", "scopes": ["s"], "key": {"file": key, "kid": "k"}},
+            "ingest": {"secrets": files},
+            "review": {"api_key_file": key},
+        }
+    )
 
 
 def test_each_organization_accepts_only_its_own_secret(tmp_path: Path) -> None:

@@ -19,11 +19,20 @@ from ehrflow_writeback.writer import final_resource, provenance, write_approved
 
 DECIDED = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
 DRAFT = DraftProposed(
-    organization_id="org1", correlation_id="c", draft_id="d" * 32, workflow="news2",
-    model=ModelRef(name="ehrflow-news2", version="1.0.0"), patient="Patient/p1",
-    resource={"resourceType": "RiskAssessment", "status": "preliminary", "subject": {"reference": "Patient/p1"},
-              "meta": {"security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-                                     "code": "AIAST"}]}},
+    organization_id="org1",
+    correlation_id="c",
+    draft_id="d" * 32,
+    workflow="news2",
+    model=ModelRef(name="ehrflow-news2", version="1.0.0"),
+    patient="Patient/p1",
+    resource={
+        "resourceType": "RiskAssessment",
+        "status": "preliminary",
+        "subject": {"reference": "Patient/p1"},
+        "meta": {
+            "security": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "AIAST"}]
+        },
+    },
     basis=("Observation/a/_history/1", "Observation/b/_history/2"),
 )
 
@@ -43,7 +52,9 @@ def test_provenance_names_model_reviewer_and_sources() -> None:
     author, verifier = prov["agent"]
     assert author["type"]["coding"][0]["code"] == "author"
     assert author["who"]["identifier"]["value"] == "ehrflow-news2@1.0.0"
-    assert verifier["type"]["coding"][0]["code"] == "verifier" and verifier["who"] == {"reference": "Practitioner/nurse-7"}
+    assert verifier["type"]["coding"][0]["code"] == "verifier" and verifier["who"] == {
+        "reference": "Practitioner/nurse-7"
+    }
     assert [e["what"]["reference"] for e in prov["entity"]] == list(DRAFT.basis)
     assert {"system": SYSTEM_TAG, "code": TAG_GENERATED} in prov["meta"]["tag"]
 
@@ -51,14 +62,21 @@ def test_provenance_names_model_reviewer_and_sources() -> None:
 async def test_writes_are_conditional_on_the_draft_tag(tmp_path: Path) -> None:
     secret = tmp_path / "s"
     secret.write_text("x")
-    org = Organization.model_validate({
-        "id": "org1", "name": "n", "fhir_base_url": "https://ehr.example.org/fhir",
-        "backend_auth": {"client_id": "c", "scopes": ["s"], "key": {"file": secret, "kid": "k"}},
-        "ingest": {"secrets": [{"header": "X", "file": secret}]}, "review": {"api_key_file": secret},
-    })
+    org = Organization.model_validate(
+        {
+            "id": "org1",
+            "name": "n",
+            "fhir_base_url": "https://ehr.example.org/fhir",
+            "backend_auth": {"client_id": "c", "scopes": ["s"], "key": {"file": secret, "kid": "k"}},
+            "ingest": {"secrets": [{"header": "X", "file": secret}]},
+            "review": {"api_key_file": secret},
+        }
+    )
     ehr = MockFhir()
     http = httpx.AsyncClient(transport=ehr.transport())
-    fhir = FhirClient(http, TokenClient(http, base_url="http://a", service_name="writeback", credential=SecretStr("c")), org)
+    fhir = FhirClient(
+        http, TokenClient(http, base_url="http://a", service_name="writeback", credential=SecretStr("c")), org
+    )
     written = await write_approved(fhir, DRAFT, "Practitioner/nurse-7", DECIDED)
     posts = [r for r in ehr.requests if r.method == "POST" and "/fhir/" in str(r.url)]
     assert [p.url.path for p in posts] == ["/fhir/RiskAssessment", "/fhir/Provenance"]

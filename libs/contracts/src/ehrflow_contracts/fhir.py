@@ -7,9 +7,8 @@ release is pinned in one place.
 
 from __future__ import annotations
 
-from typing import Any
-
 import json
+from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
 

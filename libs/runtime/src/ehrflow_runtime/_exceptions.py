@@ -1,11 +1,11 @@
 """ehrflow's error tree. Consumers map the two branches in one place: retry vs dead-letter.
 
-    EhrflowError
-     ├── RetryableError            transient: try the same thing again later
-     │    └── UpstreamUnavailable  an EHR, the auth service or the broker did not answer in time / 5xx
-     └── PermanentError            the same input will fail the same way: dead-letter it
-          ├── ConfigurationError   an organization record or setting is wrong
-          └── UpstreamRejected     an upstream said no (4xx); ``status`` tells which
+EhrflowError
+ ├── RetryableError            transient: try the same thing again later
+ │    └── UpstreamUnavailable  an EHR, the auth service or the broker did not answer in time / 5xx
+ └── PermanentError            the same input will fail the same way: dead-letter it
+      ├── ConfigurationError   an organization record or setting is wrong
+      └── UpstreamRejected     an upstream said no (4xx); ``status`` tells which
 """
 
 from __future__ import annotations

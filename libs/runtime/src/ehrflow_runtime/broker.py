@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 
@@ -45,12 +46,8 @@ async def ensure_topics(kafka: KafkaSettings, topics: Iterable[str]) -> None:
         existing = set(await admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:
-            try:
-                await admin.create_topics(
-                    [NewTopic(t, kafka.partitions, kafka.replication_factor) for t in missing]
-                )
-            except TopicAlreadyExistsError:
-                pass  # another replica created it first
+            with contextlib.suppress(TopicAlreadyExistsError):  # another replica created it first
+                await admin.create_topics([NewTopic(t, kafka.partitions, kafka.replication_factor) for t in missing])
             log.info("created topics", extra={"count": len(missing)})
     finally:
         await admin.close()

@@ -29,7 +29,10 @@ class FhirClient:
 
     def url(self, path: str) -> str:
         url = path if path.startswith(("http://", "https://")) else f"{self.base}/{path.lstrip('/')}"
-        if not (url == self.base or url.startswith(self.base + "/")) or urlsplit(url).netloc != urlsplit(self.base).netloc:
+        if (
+            not (url == self.base or url.startswith(self.base + "/"))
+            or urlsplit(url).netloc != urlsplit(self.base).netloc
+        ):
             raise UpstreamRejected(f"refusing to send {self.organization.id}'s token outside its FHIR base", status=0)
         return url
 

@@ -78,9 +78,7 @@ class Organization(_Strict):
     id: str = Field(pattern=_ORG_ID)
     name: str = Field(min_length=1)
     fhir_base_url: str
-    allow_insecure_http: bool = Field(
-        default=False, description="Permit an http:// FHIR base. Local development only."
-    )
+    allow_insecure_http: bool = Field(default=False, description="Permit an http:// FHIR base. Local development only.")
     backend_auth: BackendAuth
     ingest: Ingest
     review: Review

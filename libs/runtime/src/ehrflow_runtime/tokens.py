@@ -11,7 +11,7 @@ from pydantic import SecretStr
 
 from ehrflow_runtime.errors import UpstreamRejected, UpstreamUnavailable
 
-TOKEN_PATH = "/internal/v1/tokens"
+TOKEN_PATH = "/internal/v1/tokens"  # noqa: S105 - a URL path, not a secret
 
 
 @dataclass(frozen=True)

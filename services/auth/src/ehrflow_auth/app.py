@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from pydantic import BaseModel, Field, ValidationError
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -35,7 +34,8 @@ def routes(registry: Registry, tokens: TokenService, credentials: ServiceCredent
         if org_id not in registry:
             return _error(404, "unknown organization")
         return JSONResponse(
-            jwks(org_id), headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE_S}"},
+            jwks(org_id),
+            headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE_S}"},
             media_type="application/jwk-set+json",
         )
 
@@ -62,8 +62,12 @@ def routes(registry: Registry, tokens: TokenService, credentials: ServiceCredent
             return _error(502, f"could not obtain a token for organization {org.id}")
         audit.info("token served", extra={"service": service, "org": org.id})
         return JSONResponse(
-            {"access_token": granted.access_token, "token_type": "bearer",
-             "expires_at": granted.expires_at, "scope": granted.scope},
+            {
+                "access_token": granted.access_token,
+                "token_type": "bearer",
+                "expires_at": granted.expires_at,
+                "scope": granted.scope,
+            },
             headers={"Cache-Control": "no-store"},
         )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from joserfc.jwk import ECKey, RSAKey
+from joserfc.jwk import ECKey, KeyParameters, RSAKey
 
 from ehrflow_runtime.errors import ConfigurationError
 from ehrflow_runtime.organizations import Organization, SigningKey
@@ -14,7 +14,7 @@ Key = RSAKey | ECKey
 
 def load_signing_key(spec: SigningKey) -> Key:
     pem = spec.file.read_bytes()
-    params = {"kid": spec.kid, "alg": spec.alg, "use": "sig"}
+    params: KeyParameters = {"kid": spec.kid, "alg": spec.alg, "use": "sig"}
     try:
         key: Key = RSAKey.import_key(pem, params) if spec.alg.startswith("RS") else ECKey.import_key(pem, params)
     except Exception as exc:  # joserfc raises several types for malformed or mismatched keys

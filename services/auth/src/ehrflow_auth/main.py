@@ -49,7 +49,7 @@ def create_app(settings: AuthSettings) -> Starlette:
 
 
 def main() -> None:
-    settings = AuthSettings()  # type: ignore[call-arg]
+    settings = AuthSettings()
     configure_logging(settings.log_level)
     configure_telemetry("auth")
     run_asgi(create_app(settings), host=settings.host, port=settings.port)

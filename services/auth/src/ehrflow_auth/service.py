@@ -42,8 +42,9 @@ class ServiceCredentials:
 
 
 class TokenService:
-    def __init__(self, registry: Registry, keys: KeyRing, cache: TokenCache, http: httpx.AsyncClient,
-                 *, attempts: int = 3) -> None:
+    def __init__(
+        self, registry: Registry, keys: KeyRing, cache: TokenCache, http: httpx.AsyncClient, *, attempts: int = 3
+    ) -> None:
         self._registry = registry
         self._keys = keys
         self._cache = cache

@@ -55,9 +55,7 @@ async def request_token(
     scope = " ".join(org.backend_auth.scopes)
     invalid_client_retried = False
     for attempt in range(1, attempts + 1):
-        assertion, jti = client_assertion(
-            client_id=org.backend_auth.client_id, token_endpoint=token_endpoint, key=key
-        )
+        assertion, jti = client_assertion(client_id=org.backend_auth.client_id, token_endpoint=token_endpoint, key=key)
         form = {
             "grant_type": "client_credentials",
             "scope": scope,
@@ -70,8 +68,14 @@ async def request_token(
         except httpx.HTTPError as exc:
             failure: Exception = UpstreamUnavailable(f"{org.id}: token endpoint unreachable ({type(exc).__name__})")
         else:
-            audit = {"org": org.id, "kid": key.kid, "jti": jti, "status": response.status_code, "attempt": attempt,
-                     "ms": round((time.perf_counter() - started) * 1000, 1)}
+            audit = {
+                "org": org.id,
+                "kid": key.kid,
+                "jti": jti,
+                "status": response.status_code,
+                "attempt": attempt,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            }
             if response.status_code == 200:
                 try:
                     issued = parse_token_response(org.id, response.json(), scope)
@@ -85,14 +89,16 @@ async def request_token(
                 invalid_client_retried = True
                 continue
             if response.status_code in (400, 401, 403):
-                raise ConfigurationError(f"{org.id}: token endpoint refused the client ({error or response.status_code})")
+                raise ConfigurationError(
+                    f"{org.id}: token endpoint refused the client ({error or response.status_code})"
+                )
             failure = UpstreamUnavailable(f"{org.id}: token endpoint answered {response.status_code}")
             retry_after = response.headers.get("Retry-After")
             if response.status_code == 429 and retry_after and retry_after.isdigit():
                 await asyncio.sleep(min(float(retry_after), 5.0))
                 continue
         if attempt < attempts:
-            await asyncio.sleep(min(0.2 * 2**attempt, 2.0) * random.uniform(0.5, 1.0))
+            await asyncio.sleep(min(0.2 * 2**attempt, 2.0) * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
     raise failure
 
 

@@ -35,13 +35,17 @@ class Deps:
 
 def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> None:
     drafts = broker.publisher(topics.DRAFT_PROPOSED, schema=DraftProposed, description="Drafts awaiting review.")
-    outcomes = broker.publisher(topics.INFERENCE_OUTCOME, schema=InferenceOutcome,
-                                description="Events that produced no draft, and why.")
+    outcomes = broker.publisher(
+        topics.INFERENCE_OUTCOME, schema=InferenceOutcome, description="Events that produced no draft, and why."
+    )
     dead = broker.publisher(topics.DEAD_LETTER, schema=DeadLettered, description="Events inference gave up on.")
 
     @broker.subscriber(
-        topics.NOTIFICATION_RECEIVED, group_id=GROUP_ID, auto_offset_reset="earliest",
-        ack_policy=AckPolicy.NACK_ON_ERROR, description="Notification events from ingest.",
+        topics.NOTIFICATION_RECEIVED,
+        group_id=GROUP_ID,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        description="Notification events from ingest.",
     )
     async def on_notification(event: NotificationReceived) -> None:
         d = deps()
@@ -59,9 +63,13 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> None:
         except PermanentError as exc:
             log.error("dead-lettering event", extra={"org": org.id, "event_id": event.event_id, "reason": str(exc)})
             await dead.publish(
-                DeadLettered(organization_id=org.id, correlation_id=event.correlation_id,
-                             source_topic=topics.NOTIFICATION_RECEIVED, error=str(exc),
-                             payload={"event_id": event.event_id, "focus": event.focus and event.focus.reference}),
+                DeadLettered(
+                    organization_id=org.id,
+                    correlation_id=event.correlation_id,
+                    source_topic=topics.NOTIFICATION_RECEIVED,
+                    error=str(exc),
+                    payload={"event_id": event.event_id, "focus": event.focus and event.focus.reference},
+                ),
                 key=key,
             )
             return

@@ -28,8 +28,12 @@ def create_app(settings: InferenceSettings, broker: KafkaBroker | None = None) -
     registry = load_registry(settings.organizations_file)
     broker = broker or make_broker(settings.kafka, client_id="inference")
     http = make_http_client(settings.auth.timeout_s)
-    tokens = TokenClient(http, base_url=settings.auth.url, service_name=settings.auth.service_name,
-                         credential=read_secret_file(settings.auth.credential_file))
+    tokens = TokenClient(
+        http,
+        base_url=settings.auth.url,
+        service_name=settings.auth.service_name,
+        credential=read_secret_file(settings.auth.credential_file),
+    )
     clients = {org.id: FhirClient(http, tokens, org) for org in registry}
     deps = Deps(registry=registry, fhir_for=clients.__getitem__, retry_delay_s=settings.retry_delay_s)
     declare(broker, lambda: deps)
@@ -61,7 +65,7 @@ def asyncapi() -> FastStream:
 
 
 def main() -> None:
-    settings = InferenceSettings()  # type: ignore[call-arg]
+    settings = InferenceSettings()
     configure_logging(settings.log_level)
     configure_telemetry("inference")
     run_asgi(create_app(settings), host=settings.host, port=settings.port)

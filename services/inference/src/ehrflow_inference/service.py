@@ -37,7 +37,9 @@ BAND_DISPLAY = {
 class FhirReader(Protocol):
     async def read(self, reference: str) -> dict[str, Any]: ...
 
-    async def search(self, resource_type: str, params: dict[str, str] | list[tuple[str, str]]) -> list[dict[str, Any]]: ...
+    async def search(
+        self, resource_type: str, params: dict[str, str] | list[tuple[str, str]]
+    ) -> list[dict[str, Any]]: ...
 
 
 def _parse_code(token: str) -> tuple[str, str]:
@@ -122,8 +124,9 @@ async def handle(
     result = news2.score(vitals)
     basis = sorted({r.basis for r in found.values()})
     did = draft_id(event.organization_id, subject, basis)
-    log.info("news2 drafted", extra={"org": event.organization_id, "patient": subject, "draft_id": did,
-                                     "band": result.band})
+    log.info(
+        "news2 drafted", extra={"org": event.organization_id, "patient": subject, "draft_id": did, "band": result.band}
+    )
     return DraftProposed(
         organization_id=event.organization_id,
         correlation_id=event.correlation_id,
@@ -147,7 +150,9 @@ async def _on_scale2(fhir: FhirReader, patient: str, contract: News2Workflow) ->
     return any(codings(c.get("code")) & wanted for c in conditions)
 
 
-def _insufficient(event: NotificationReceived, patient: str | None, missing: tuple[str, ...], detail: str) -> InferenceOutcome:
+def _insufficient(
+    event: NotificationReceived, patient: str | None, missing: tuple[str, ...], detail: str
+) -> InferenceOutcome:
     return InferenceOutcome(
         organization_id=event.organization_id,
         correlation_id=event.correlation_id,

@@ -10,8 +10,9 @@ import asyncio
 import base64
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.propagate import extract
@@ -38,8 +39,9 @@ from ehrflow_runtime.outcomes import operation_outcome
 log = logging.getLogger("ehrflow.ingest")
 tracer = trace.get_tracer("ehrflow.ingest")
 
-RECEIVED = Counter("ehrflow_ingest_notifications_total", "Notifications by organization and outcome",
-                   ["organization", "outcome"])
+RECEIVED = Counter(
+    "ehrflow_ingest_notifications_total", "Notifications by organization and outcome", ["organization", "outcome"]
+)
 EVENTS = Counter("ehrflow_ingest_events_published_total", "Events published", ["organization", "kind"])
 ECHOES = Counter("ehrflow_ingest_echoes_dropped_total", "Echoes of ehrflow's own writes dropped", ["organization"])
 
@@ -59,7 +61,7 @@ class BrokerUnavailable(Exception):
     pass
 
 
-async def _confirm(ctx: IngestContext, sends: list[Awaitable[object]]) -> None:
+async def _confirm(ctx: IngestContext, sends: Sequence[Awaitable[Any]]) -> None:
     """Wait until the broker acknowledged every record (acks=all), or fail within the timeout."""
     try:
         await asyncio.wait_for(asyncio.gather(*sends), ctx.publish_timeout_s)
@@ -112,7 +114,9 @@ def routes(ctx: IngestContext) -> list[Route]:
     async def notify(request: Request) -> Response:
         org_id = request.path_params["org"]
         with tracer.start_as_current_span(
-            "ingest notification", context=extract(request.headers), kind=trace.SpanKind.SERVER,
+            "ingest notification",
+            context=extract(request.headers),
+            kind=trace.SpanKind.SERVER,
             attributes={"ehrflow.organization": org_id},
         ):
             response = await _handle(request, org_id)
@@ -126,8 +130,9 @@ def routes(ctx: IngestContext) -> list[Route]:
         if not ctx.secrets.authenticate(org_id, request.headers):
             RECEIVED.labels(org_id, "unauthenticated").inc()
             log.warning("sender authentication failed", extra={"org": org_id})
-            return operation_outcome(401, "security", "sender authentication failed",
-                                     headers={"WWW-Authenticate": "Bearer"})
+            return operation_outcome(
+                401, "security", "sender authentication failed", headers={"WWW-Authenticate": "Bearer"}
+            )
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if "xml" in content_type:
             RECEIVED.labels(org_id, "unsupported-media-type").inc()
@@ -152,18 +157,24 @@ def routes(ctx: IngestContext) -> list[Route]:
 
         if note.notification_type in ("handshake", "heartbeat", "query-status"):
             signal = SubscriptionSignal(
-                organization_id=org_id, correlation_id=note.subscription or org_id, subscription=note.subscription,
-                topic=note.topic, notification_type=note.notification_type, status=note.status,
+                organization_id=org_id,
+                correlation_id=note.subscription or org_id,
+                subscription=note.subscription,
+                topic=note.topic,
+                notification_type=note.notification_type,
+                status=note.status,
                 events_since_subscription_start=note.events_since_subscription_start,
             )
             sends = [ctx.publishers.signals.publish(signal, key=f"{org_id}|{note.subscription}".encode())]
-            kind = note.notification_type
+            kind: str = note.notification_type
         else:
             events, echoes = _events(org_id, note, raw)
             if echoes:
                 ECHOES.labels(org_id).inc(echoes)
             sends = [
-                ctx.publishers.events.publish(e, key=f"{org_id}|{e.patient or (e.focus and e.focus.original) or ''}".encode())
+                ctx.publishers.events.publish(
+                    e, key=f"{org_id}|{e.patient or (e.focus and e.focus.original) or ''}".encode()
+                )
                 for e in events
             ]
             kind = "event"
@@ -172,30 +183,44 @@ def routes(ctx: IngestContext) -> list[Route]:
         except BrokerUnavailable as exc:
             RECEIVED.labels(org_id, "broker-unavailable").inc()
             log.error("broker did not confirm", extra={"org": org_id, "reason": str(exc)})
-            return operation_outcome(503, "transient", "event store unavailable; retry later",
-                                     headers={"Retry-After": "5"})
+            return operation_outcome(
+                503, "transient", "event store unavailable; retry later", headers={"Retry-After": "5"}
+            )
         EVENTS.labels(org_id, kind).inc(len(sends))
         RECEIVED.labels(org_id, "accepted").inc()
-        log.info("notification accepted", extra={
-            "org": org_id, "type": note.notification_type, "subscription": note.subscription,
-            "events": len(sends), "flavour": note.flavour,
-        })
+        log.info(
+            "notification accepted",
+            extra={
+                "org": org_id,
+                "type": note.notification_type,
+                "subscription": note.subscription,
+                "events": len(sends),
+                "flavour": note.flavour,
+            },
+        )
         return operation_outcome(200, "informational", f"accepted {len(sends)} record(s)", severity="information")
 
     async def _reject(request: Request, org_id: str, raw: bytes, content_type: str, reason: str) -> Response:
         """400 with a precise reason; the raw bytes go to the quarantine topic first (nothing is lost)."""
         quarantined = NotificationQuarantined(
-            organization_id=org_id, correlation_id=org_id, reason=reason, path=request.url.path,
-            content_type=content_type or None, body_base64=base64.b64encode(raw).decode(),
+            organization_id=org_id,
+            correlation_id=org_id,
+            reason=reason,
+            path=request.url.path,
+            content_type=content_type or None,
+            body_base64=base64.b64encode(raw).decode(),
         )
         try:
             await _confirm(ctx, [ctx.publishers.quarantine.publish(quarantined, key=org_id.encode())])
         except BrokerUnavailable:
             RECEIVED.labels(org_id, "broker-unavailable").inc()
-            return operation_outcome(503, "transient", "event store unavailable; retry later",
-                                     headers={"Retry-After": "5"})
+            return operation_outcome(
+                503, "transient", "event store unavailable; retry later", headers={"Retry-After": "5"}
+            )
         RECEIVED.labels(org_id, "rejected").inc()
-        log.warning("notification rejected", extra={"org": org_id, "reason": reason, "quarantine_id": quarantined.event_id})
+        log.warning(
+            "notification rejected", extra={"org": org_id, "reason": reason, "quarantine_id": quarantined.event_id}
+        )
         return operation_outcome(400, "invalid", reason)
 
     return [Route("/v1/notify/{org}", notify, methods=["POST"])]

@@ -20,15 +20,18 @@ class Publishers:
 def declare(broker: KafkaBroker) -> Publishers:
     return Publishers(
         events=broker.publisher(
-            topics.NOTIFICATION_RECEIVED, schema=NotificationReceived,
+            topics.NOTIFICATION_RECEIVED,
+            schema=NotificationReceived,
             description="One record per notification event, keyed by organization and patient.",
         ),
         signals=broker.publisher(
-            topics.SUBSCRIPTION_SIGNAL, schema=SubscriptionSignal,
+            topics.SUBSCRIPTION_SIGNAL,
+            schema=SubscriptionSignal,
             description="Handshakes and heartbeats (subscription liveness).",
         ),
         quarantine=broker.publisher(
-            topics.NOTIFICATION_QUARANTINED, schema=NotificationQuarantined,
+            topics.NOTIFICATION_QUARANTINED,
+            schema=NotificationQuarantined,
             description="Raw bytes of rejected notifications, kept for inspection.",
         ),
     )

@@ -58,7 +58,7 @@ def asyncapi() -> FastStream:
 
 
 def main() -> None:
-    settings = IngestSettings()  # type: ignore[call-arg]
+    settings = IngestSettings()
     configure_logging(settings.log_level)
     configure_telemetry("ingest")
     run_asgi(create_app(settings), host=settings.host, port=settings.port)

@@ -16,8 +16,7 @@ class SenderSecrets:
 
     def __init__(self, organizations: list[Organization]) -> None:
         self._secrets: dict[str, list[tuple[str, SecretStr]]] = {
-            org.id: [(s.header.lower(), read_secret_file(s.file)) for s in org.ingest.secrets]
-            for org in organizations
+            org.id: [(s.header.lower(), read_secret_file(s.file)) for s in org.ingest.secrets] for org in organizations
         }
 
     def authenticate(self, organization_id: str, headers: Mapping[str, str]) -> bool:

@@ -13,6 +13,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
@@ -65,10 +66,11 @@ def routes(ctx: ReviewContext, keys: ReviewKeys) -> list[Route]:
         org = _authorized(request)
         if org is None:
             return operation_outcome(401, "security", "review key required for this organization")
-        status = request.query_params.get("status", "pending")
-        if status not in STATUSES:
+        requested = request.query_params.get("status", "pending")
+        status = next((s for s in STATUSES if s == requested), None)
+        if status is None:
             return operation_outcome(400, "invalid", f"status must be one of {list(STATUSES)}")
-        drafts = await ctx.queue.list(org, status)  # type: ignore[arg-type]
+        drafts = await ctx.queue.list(org, status)
         return JSONResponse({"organization": org, "status": status, "drafts": [d.view() for d in drafts]})
 
     async def get_draft(request: Request) -> Response:
@@ -87,7 +89,7 @@ def routes(ctx: ReviewContext, keys: ReviewKeys) -> list[Route]:
         draft_id, action = request.path_params["draft_id"], request.path_params["action"]
         if action not in ("approve", "reject"):
             return operation_outcome(404, "not-found", "action must be approve or reject")
-        verdict = "approved" if action == "approve" else "rejected"
+        verdict: Literal["approved", "rejected"] = "approved" if action == "approve" else "rejected"
         try:
             body = Decision.model_validate_json(await request.body() or b"{}")
         except ValidationError as exc:
@@ -96,13 +98,24 @@ def routes(ctx: ReviewContext, keys: ReviewKeys) -> list[Route]:
         queued = await ctx.queue.get(org, draft_id)
         if queued is None:
             return operation_outcome(404, "not-found", "no such draft in this organization")
-        done, status = await ctx.queue.transition(org, draft_id, "pending", verdict, reviewer=body.reviewer,
-                                                  **({"reason": body.reason} if body.reason else {}))
+        done, status = await ctx.queue.transition(
+            org,
+            draft_id,
+            "pending",
+            verdict,
+            reviewer=body.reviewer,
+            **({"reason": body.reason} if body.reason else {}),
+        )
         if not done:
             return operation_outcome(409, "conflict", f"draft is already {status}")
         decision = ReviewDecided(
-            organization_id=org, correlation_id=queued.draft.correlation_id, draft_id=draft_id, decision=verdict,
-            reviewer=body.reviewer, decided_at=datetime.now(UTC), reason=body.reason,
+            organization_id=org,
+            correlation_id=queued.draft.correlation_id,
+            draft_id=draft_id,
+            decision=verdict,
+            reviewer=body.reviewer,
+            decided_at=datetime.now(UTC),
+            reason=body.reason,
         )
         try:
             await asyncio.wait_for(
@@ -111,9 +124,12 @@ def routes(ctx: ReviewContext, keys: ReviewKeys) -> list[Route]:
             )
         except Exception:
             await ctx.queue.transition(org, draft_id, verdict, "pending")  # not recorded: let them decide again
-            return operation_outcome(503, "transient", "decision could not be recorded; retry", headers={"Retry-After": "5"})
-        audit.info("review decided", extra={"org": org, "draft_id": draft_id, "decision": verdict,
-                                            "reviewer": body.reviewer})
+            return operation_outcome(
+                503, "transient", "decision could not be recorded; retry", headers={"Retry-After": "5"}
+            )
+        audit.info(
+            "review decided", extra={"org": org, "draft_id": draft_id, "decision": verdict, "reviewer": body.reviewer}
+        )
         return JSONResponse({"draft_id": draft_id, "status": verdict}, status_code=202)
 
     return [

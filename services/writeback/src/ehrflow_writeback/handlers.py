@@ -46,28 +46,49 @@ class Publishers:
 def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> Publishers:
     pubs = Publishers(
         decisions=broker.publisher(topics.REVIEW_DECIDED, schema=ReviewDecided, description="Review decisions."),
-        completions=broker.publisher(topics.WRITEBACK_COMPLETED, schema=WritebackCompleted,
-                                     description="Results of writing approved drafts to the EHR."),
+        completions=broker.publisher(
+            topics.WRITEBACK_COMPLETED,
+            schema=WritebackCompleted,
+            description="Results of writing approved drafts to the EHR.",
+        ),
         dead=broker.publisher(topics.DEAD_LETTER, schema=DeadLettered, description="Decisions writeback gave up on."),
     )
 
-    @broker.subscriber(topics.DRAFT_PROPOSED, group_id=QUEUE_GROUP, auto_offset_reset="earliest",
-                       ack_policy=AckPolicy.NACK_ON_ERROR, description="Drafts to queue for review.")
+    @broker.subscriber(
+        topics.DRAFT_PROPOSED,
+        group_id=QUEUE_GROUP,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        description="Drafts to queue for review.",
+    )
     async def on_draft(draft: DraftProposed) -> None:
         d = deps()
         new = await d.queue.add(draft)
-        log.info("draft queued" if new else "draft already queued",
-                 extra={"org": draft.organization_id, "draft_id": draft.draft_id})
+        log.info(
+            "draft queued" if new else "draft already queued",
+            extra={"org": draft.organization_id, "draft_id": draft.draft_id},
+        )
         if new and draft.auto_approve:
             await pubs.decisions.publish(
-                ReviewDecided(organization_id=draft.organization_id, correlation_id=draft.correlation_id,
-                              draft_id=draft.draft_id, decision="approved", reviewer=AUTO_REVIEWER,
-                              decided_at=datetime.now(UTC), reason="auto-approved by the organization's contract"),
+                ReviewDecided(
+                    organization_id=draft.organization_id,
+                    correlation_id=draft.correlation_id,
+                    draft_id=draft.draft_id,
+                    decision="approved",
+                    reviewer=AUTO_REVIEWER,
+                    decided_at=datetime.now(UTC),
+                    reason="auto-approved by the organization's contract",
+                ),
                 key=f"{draft.organization_id}|{draft.patient}".encode(),
             )
 
-    @broker.subscriber(topics.REVIEW_DECIDED, group_id=WRITER_GROUP, auto_offset_reset="earliest",
-                       ack_policy=AckPolicy.NACK_ON_ERROR, description="Decisions to carry out.")
+    @broker.subscriber(
+        topics.REVIEW_DECIDED,
+        group_id=WRITER_GROUP,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        description="Decisions to carry out.",
+    )
     async def on_decision(decision: ReviewDecided) -> None:
         d = deps()
         org = decision.organization_id
@@ -93,18 +114,43 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> Publishers:
             log.error("write failed", extra={"org": org, "draft_id": decision.draft_id, "reason": str(exc)})
             await d.queue.transition(org, decision.draft_id, "approved", "failed", detail=str(exc))
             await pubs.completions.publish(
-                WritebackCompleted(organization_id=org, correlation_id=decision.correlation_id,
-                                   draft_id=decision.draft_id, status="failed", detail=str(exc)), key=key)
+                WritebackCompleted(
+                    organization_id=org,
+                    correlation_id=decision.correlation_id,
+                    draft_id=decision.draft_id,
+                    status="failed",
+                    detail=str(exc),
+                ),
+                key=key,
+            )
             await pubs.dead.publish(
-                DeadLettered(organization_id=org, correlation_id=decision.correlation_id,
-                             source_topic=topics.REVIEW_DECIDED, error=str(exc),
-                             payload={"draft_id": decision.draft_id}), key=key)
+                DeadLettered(
+                    organization_id=org,
+                    correlation_id=decision.correlation_id,
+                    source_topic=topics.REVIEW_DECIDED,
+                    error=str(exc),
+                    payload={"draft_id": decision.draft_id},
+                ),
+                key=key,
+            )
             return
-        await d.queue.transition(org, decision.draft_id, "approved", "written",
-                                 resource_ref=written.resource, provenance_ref=written.provenance)
+        await d.queue.transition(
+            org,
+            decision.draft_id,
+            "approved",
+            "written",
+            resource_ref=written.resource,
+            provenance_ref=written.provenance,
+        )
         await pubs.completions.publish(
-            WritebackCompleted(organization_id=org, correlation_id=decision.correlation_id, draft_id=decision.draft_id,
-                               status="written", resource=written.resource, provenance=written.provenance),
+            WritebackCompleted(
+                organization_id=org,
+                correlation_id=decision.correlation_id,
+                draft_id=decision.draft_id,
+                status="written",
+                resource=written.resource,
+                provenance=written.provenance,
+            ),
             key=key,
         )
         log.info("draft written", extra={"org": org, "draft_id": decision.draft_id, "resource": written.resource})

@@ -32,14 +32,19 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
     broker = broker or make_broker(settings.kafka, client_id="writeback")
     redis = Redis.from_url(settings.redis_url.get_secret_value())
     http = make_http_client(settings.auth.timeout_s)
-    tokens = TokenClient(http, base_url=settings.auth.url, service_name=settings.auth.service_name,
-                         credential=read_secret_file(settings.auth.credential_file))
+    tokens = TokenClient(
+        http,
+        base_url=settings.auth.url,
+        service_name=settings.auth.service_name,
+        credential=read_secret_file(settings.auth.credential_file),
+    )
     clients = {org.id: FhirClient(http, tokens, org) for org in registry}
     queue = ReviewQueue(redis)
     deps = Deps(queue=queue, fhir_for=clients.__getitem__, retry_delay_s=settings.retry_delay_s)
     publishers = declare(broker, lambda: deps)
-    review = ReviewContext(registry=registry, queue=queue, publishers=publishers,
-                           publish_timeout_s=settings.kafka.publish_timeout_s)
+    review = ReviewContext(
+        registry=registry, queue=queue, publishers=publishers, publish_timeout_s=settings.kafka.publish_timeout_s
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -78,7 +83,7 @@ def asyncapi() -> FastStream:
 
 
 def main() -> None:
-    settings = WritebackSettings()  # type: ignore[call-arg]
+    settings = WritebackSettings()
     configure_logging(settings.log_level)
     configure_telemetry("writeback")
     run_asgi(create_app(settings), host=settings.host, port=settings.port)

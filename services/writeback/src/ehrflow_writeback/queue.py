@@ -10,7 +10,6 @@ only ever found under the organization that produced it.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -46,10 +45,20 @@ class QueuedDraft:
         """What the review API shows a reviewer of this organization."""
         d = self.draft
         return {
-            "draft_id": d.draft_id, "status": self.status, "workflow": d.workflow, "patient": d.patient,
-            "model": d.model.model_dump(), "summary": d.summary, "basis": list(d.basis), "resource": d.resource,
+            "draft_id": d.draft_id,
+            "status": self.status,
+            "workflow": d.workflow,
+            "patient": d.patient,
+            "model": d.model.model_dump(),
+            "summary": d.summary,
+            "basis": list(d.basis),
+            "resource": d.resource,
             "proposed_at": d.received_at.isoformat(),
-            **{k: v for k, v in self.fields.items() if k in ("reviewer", "reason", "resource_ref", "provenance_ref", "detail")},
+            **{
+                k: v
+                for k, v in self.fields.items()
+                if k in ("reviewer", "reason", "resource_ref", "provenance_ref", "detail")
+            },
         }
 
 
@@ -81,7 +90,7 @@ class ReviewQueue:
         raw = await self._redis.hgetall(self._draft_key(org, draft_id))
         if not raw or b"draft" not in raw:
             return None
-        fields = {k.decode(): v.decode() for k, v in raw.items()}
+        fields = {_text(k): _text(v) for k, v in raw.items()}
         draft = DraftProposed.model_validate_json(fields.pop("draft"))
         if draft.organization_id != org:  # defence in depth: keys are already per organization
             return None
@@ -89,14 +98,21 @@ class ReviewQueue:
 
     async def list(self, org: str, status: Status, limit: int = 100) -> list[QueuedDraft]:
         ids = await self._redis.zrange(self._index(org, status), 0, limit - 1)
-        found = [await self.get(org, i.decode()) for i in ids]
+        found = [await self.get(org, _text(i)) for i in ids]
         return [q for q in found if q is not None]
 
-    async def transition(self, org: str, draft_id: str, expected: Status, new: Status, **fields: str) -> tuple[bool, str]:
+    async def transition(
+        self, org: str, draft_id: str, expected: Status, new: Status, **fields: str
+    ) -> tuple[bool, str]:
         """Atomically move ``expected → new``. Returns (done, status now); status '' = no such draft."""
         args: list[str] = [expected, new, str(time.time()), draft_id]
         for k, v in fields.items():
             args += [k, v]
         keys = [self._draft_key(org, draft_id), self._index(org, expected), self._index(org, new)]
         done, status = await self._transition(keys=keys, args=args)
-        return bool(done), status.decode() if isinstance(status, bytes) else str(status)
+        return bool(done), _text(status)
+
+
+def _text(value: object) -> str:
+    """Redis answers bytes (or str when a client decodes responses)."""
+    return value.decode() if isinstance(value, bytes) else str(value)

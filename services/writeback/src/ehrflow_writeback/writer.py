@@ -40,7 +40,9 @@ def final_resource(draft: DraftProposed) -> dict[str, Any]:
     if resource.get("resourceType") == "RiskAssessment":
         resource["status"] = "final"
     meta = resource.setdefault("meta", {})
-    meta["tag"] = [t for t in meta.get("tag", []) if t.get("system") not in (SYSTEM_TAG, SYSTEM_DRAFT)] + _tags(draft.draft_id)
+    meta["tag"] = [t for t in meta.get("tag", []) if t.get("system") not in (SYSTEM_TAG, SYSTEM_DRAFT)] + _tags(
+        draft.draft_id
+    )
     labels = meta.setdefault("security", [])
     if not any((s.get("system"), s.get("code")) == (AI_ASSISTED["system"], AI_ASSISTED["code"]) for s in labels):
         labels.append(AI_ASSISTED)
@@ -49,24 +51,28 @@ def final_resource(draft: DraftProposed) -> dict[str, Any]:
 
 def provenance(draft: DraftProposed, target: str, reviewer: str, decided_at: datetime) -> dict[str, Any]:
     """Who made it: the model as author, the reviewing clinician as verifier; the inputs as sources."""
-    return validate({
-        "resourceType": "Provenance",
-        "meta": {"tag": _tags(draft.draft_id), "security": [AI_ASSISTED]},
-        "target": [{"reference": target}],
-        "recorded": decided_at.isoformat(),
-        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE"}]},
-        "agent": [
-            {
-                "type": {"coding": [{"system": PARTICIPANT, "code": "author"}]},
-                "who": {
-                    "identifier": {"system": MODEL_SYSTEM, "value": f"{draft.model.name}@{draft.model.version}"},
-                    "display": f"{draft.model.name} {draft.model.version} (AI model)",
-                },
+    return validate(
+        {
+            "resourceType": "Provenance",
+            "meta": {"tag": _tags(draft.draft_id), "security": [AI_ASSISTED]},
+            "target": [{"reference": target}],
+            "recorded": decided_at.isoformat(),
+            "activity": {
+                "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE"}]
             },
-            {"type": {"coding": [{"system": PARTICIPANT, "code": "verifier"}]}, "who": {"reference": reviewer}},
-        ],
-        "entity": [{"role": "source", "what": {"reference": ref}} for ref in draft.basis],
-    })
+            "agent": [
+                {
+                    "type": {"coding": [{"system": PARTICIPANT, "code": "author"}]},
+                    "who": {
+                        "identifier": {"system": MODEL_SYSTEM, "value": f"{draft.model.name}@{draft.model.version}"},
+                        "display": f"{draft.model.name} {draft.model.version} (AI model)",
+                    },
+                },
+                {"type": {"coding": [{"system": PARTICIPANT, "code": "verifier"}]}, "who": {"reference": reviewer}},
+            ],
+            "entity": [{"role": "source", "what": {"reference": ref}} for ref in draft.basis],
+        }
+    )
 
 
 async def write_approved(fhir: FhirWriter, draft: DraftProposed, reviewer: str, decided_at: datetime) -> Written:
