@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from faststream.kafka import KafkaBroker
+from redis.asyncio import Redis
 
+from ehrflow_contracts import ReviewDecided, topics
 from ehrflow_contracts.fhir import SYSTEM_DRAFT
 from ehrflow_devstack.config import ORGS
 from ehrflow_devstack.demo import ScenarioResult, report, run_scenario
 from ehrflow_devstack.scenario import Ehr, cases
 from ehrflow_devstack.stack import Stack
+from ehrflow_writeback.queue import ReviewQueue
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +71,41 @@ def test_redelivered_approval_does_not_write_twice(
     )
     assert again.status_code == 409
     assert len(ehrs["org2"].search("RiskAssessment", _tag=f"{SYSTEM_DRAFT}|{draft['draft_id']}")) == 1
+
+
+async def test_redelivered_decision_after_a_crash_writes_once(
+    stack: Stack, scenario: ScenarioResult, ehrs: dict[str, Ehr]
+) -> None:
+    """Writeback crashed after writing but before recording it; Kafka redelivers the decision."""
+    assert stack.redis and stack.broker
+    draft = scenario.orgs["org1"].written[-1]
+    redis = Redis.from_url(stack.redis.url)
+    queue = ReviewQueue(redis)
+    assert await queue.transition("org1", draft["draft_id"], "written", "approved") == (True, "approved")
+    broker = KafkaBroker(stack.broker.url)
+    async with broker:
+        await broker.publish(
+            ReviewDecided(
+                organization_id="org1",
+                correlation_id="redelivery",
+                draft_id=draft["draft_id"],
+                decision="approved",
+                reviewer="Practitioner/org1-ward-sister",
+                decided_at=datetime.now(UTC),
+            ),
+            topic=topics.REVIEW_DECIDED,
+        )
+    for _ in range(120):
+        queued = await queue.get("org1", draft["draft_id"])
+        if queued and queued.status == "written":
+            break
+        await asyncio.sleep(0.5)
+    await redis.aclose()
+    assert queued is not None and queued.status == "written"
+    assert queued.fields["resource_ref"] == draft["resource_ref"]
+    tag = f"{SYSTEM_DRAFT}|{draft['draft_id']}"
+    assert len(ehrs["org1"].search("RiskAssessment", _tag=tag)) == 1
+    assert len(ehrs["org1"].search("Provenance", _tag=tag)) == 1
 
 
 def test_review_api_keeps_organizations_apart(stack: Stack, scenario: ScenarioResult) -> None:
