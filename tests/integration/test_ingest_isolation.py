@@ -16,28 +16,18 @@ from ehrflow_devstack.stack import Stack
 pytestmark = pytest.mark.integration
 
 
+def _notify_org1(stack: Stack, observation_id: str, *, secret_of: str) -> int:
+    assert stack.config
+    body = json.dumps(samples.r4_backport(events=[(1, samples.observation(observation_id, "Patient/isolation"))]))
+    headers = {"Content-Type": "application/fhir+json", WEBHOOK_HEADER: stack.config.webhook_secret(secret_of)}
+    return httpx.post(f"{stack.urls['ingest']}/v1/notify/org1", content=body, headers=headers, timeout=10).status_code
+
+
 def test_cross_organization_secret_is_401_and_nothing_reaches_kafka(stack: Stack) -> None:
-    assert stack.config and stack.broker
-    marker = "isolation-probe"
-    body = json.dumps(samples.r4_backport(events=[(1, samples.observation(marker, "Patient/isolation"))]))
-    sent = httpx.post(
-        f"{stack.urls['ingest']}/v1/notify/org1",
-        content=body,
-        timeout=10,
-        headers={"Content-Type": "application/fhir+json", WEBHOOK_HEADER: stack.config.webhook_secret("org2")},
-    )
-    assert sent.status_code == 401
-    # Control: the same body with organization 1's own secret is accepted, so the probe would be visible.
-    control = json.dumps(
-        samples.r4_backport(events=[(1, samples.observation(f"{marker}-control", "Patient/isolation"))])
-    )
-    accepted = httpx.post(
-        f"{stack.urls['ingest']}/v1/notify/org1",
-        content=control,
-        timeout=10,
-        headers={"Content-Type": "application/fhir+json", WEBHOOK_HEADER: stack.config.webhook_secret("org1")},
-    )
-    assert accepted.status_code == 200
+    assert stack.broker
+    assert _notify_org1(stack, "isolation-probe", secret_of="org2") == 401
+    # Control: organization 1's own secret is accepted, so the probe would be visible had it got through.
+    assert _notify_org1(stack, "isolation-control", secret_of="org1") == 200
     foci = [(e.get("focus") or {}).get("reference") for e in read_topic(stack.broker.url, topics.NOTIFICATION_RECEIVED)]
-    assert f"Observation/{marker}-control" in foci
-    assert f"Observation/{marker}" not in foci
+    assert "Observation/isolation-control" in foci
+    assert "Observation/isolation-probe" not in foci

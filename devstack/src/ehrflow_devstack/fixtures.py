@@ -14,6 +14,7 @@ import pytest
 
 from ehrflow_devstack.parts import Part, start_broker
 from ehrflow_devstack.stack import Stack
+from ehrflow_runtime.organizations import Organization
 
 STATE = Path(__file__).resolve().parents[3] / ".ehrflow" / "test"
 
@@ -34,3 +35,20 @@ def private_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         yield part
     finally:
         part.stop()
+
+
+@pytest.fixture()
+def organization(tmp_path: Path) -> Organization:
+    """Organization ``org1`` at ``https://ehr.example.org/fhir``, its secret files holding ``x`` (unit tests)."""
+    secret = tmp_path / "secret"
+    secret.write_text("x")
+    return Organization.model_validate(
+        {
+            "id": "org1",
+            "name": "Northfield General",
+            "fhir_base_url": "https://ehr.example.org/fhir",
+            "backend_auth": {"client_id": "c", "scopes": ["s"], "key": {"file": secret, "kid": "k"}},
+            "ingest": {"secrets": [{"header": "X", "file": secret}]},
+            "review": {"api_key_file": secret},
+        }
+    )

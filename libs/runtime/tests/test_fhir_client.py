@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
 from pydantic import SecretStr
@@ -15,31 +13,16 @@ from ehrflow_runtime.organizations import Organization
 from ehrflow_runtime.tokens import TokenClient
 
 
-def _org(tmp_path: Path) -> Organization:
-    secret = tmp_path / "s"
-    secret.write_text("x")
-    return Organization.model_validate(
-        {
-            "id": "org1",
-            "name": "n",
-            "fhir_base_url": "https://ehr.example.org/fhir",
-            "backend_auth": {"client_id": "c", "scopes": ["s"], "key": {"file": secret, "kid": "k"}},
-            "ingest": {"secrets": [{"header": "X", "file": secret}]},
-            "review": {"api_key_file": secret},
-        }
-    )
-
-
 def _client(ehr: MockFhir, org: Organization) -> FhirClient:
     http = httpx.AsyncClient(transport=ehr.transport())
     tokens = TokenClient(http, base_url="http://auth", service_name="inference", credential=SecretStr("cred"))
     return FhirClient(http, tokens, org)
 
 
-async def test_reads_with_a_bearer_token_from_auth(tmp_path: Path) -> None:
+async def test_reads_with_a_bearer_token_from_auth(organization: Organization) -> None:
     ehr = MockFhir()
     ehr.add({"resourceType": "Patient", "id": "p1"})
-    fhir = _client(ehr, _org(tmp_path))
+    fhir = _client(ehr, organization)
     assert (await fhir.read("Patient/p1"))["id"] == "p1"
     token_call, read = ehr.requests
     assert (
@@ -48,17 +31,17 @@ async def test_reads_with_a_bearer_token_from_auth(tmp_path: Path) -> None:
     assert read.headers["authorization"] == "Bearer token-1"
 
 
-async def test_a_401_invalidates_the_token_and_retries_once(tmp_path: Path) -> None:
+async def test_a_401_invalidates_the_token_and_retries_once(organization: Organization) -> None:
     ehr = MockFhir(fail_next=[401])
     ehr.add({"resourceType": "Patient", "id": "p1"})
-    fhir = _client(ehr, _org(tmp_path))
+    fhir = _client(ehr, organization)
     assert (await fhir.read("Patient/p1"))["id"] == "p1"
     assert ehr.tokens_issued == 2
     assert ehr.requests[-1].headers["authorization"] == "Bearer token-2"
 
 
-async def test_a_second_401_is_an_error(tmp_path: Path) -> None:
-    fhir = _client(MockFhir(fail_next=[401, 401]), _org(tmp_path))
+async def test_a_second_401_is_an_error(organization: Organization) -> None:
+    fhir = _client(MockFhir(fail_next=[401, 401]), organization)
     with pytest.raises(UpstreamRejected) as caught:
         await fhir.read("Patient/p1")
     assert caught.value.status == 401
@@ -68,8 +51,8 @@ async def test_a_second_401_is_an_error(tmp_path: Path) -> None:
     ("status", "error"),
     [(503, UpstreamUnavailable), (429, UpstreamUnavailable), (403, UpstreamRejected), (404, UpstreamRejected)],
 )
-async def test_status_mapping(tmp_path: Path, status: int, error: type[Exception]) -> None:
-    fhir = _client(MockFhir(fail_next=[status]), _org(tmp_path))
+async def test_status_mapping(organization: Organization, status: int, error: type[Exception]) -> None:
+    fhir = _client(MockFhir(fail_next=[status]), organization)
     with pytest.raises(error):
         await fhir.read("Patient/p1")
 
@@ -83,9 +66,9 @@ async def test_status_mapping(tmp_path: Path, status: int, error: type[Exception
         "http://ehr.example.org/fhir/Patient/1",
     ],
 )
-async def test_token_never_leaves_the_organizations_base(tmp_path: Path, url: str) -> None:
+async def test_token_never_leaves_the_organizations_base(organization: Organization, url: str) -> None:
     ehr = MockFhir()
-    fhir = _client(ehr, _org(tmp_path))
+    fhir = _client(ehr, organization)
     with pytest.raises(UpstreamRejected, match="outside its FHIR base"):
         await fhir.read(url)
     assert ehr.requests == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,22 +21,6 @@ from ehrflow_runtime.tokens import TokenClient
 
 WHEN = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 CONTRACT = News2Workflow()
-
-
-@pytest.fixture()
-def org(tmp_path: Path) -> Organization:
-    secret = tmp_path / "s"
-    secret.write_text("x")
-    return Organization.model_validate(
-        {
-            "id": "org1",
-            "name": "n",
-            "fhir_base_url": "https://ehr.example.org/fhir",
-            "backend_auth": {"client_id": "c", "scopes": ["s"], "key": {"file": secret, "kid": "k"}},
-            "ingest": {"secrets": [{"header": "X", "file": secret}]},
-            "review": {"api_key_file": secret},
-        }
-    )
 
 
 def _chart(ehr: MockFhir, vitals: Vitals, patient: str = "Patient/p1", when: datetime = WHEN) -> dict:  # type: ignore[type-arg]
@@ -73,10 +56,10 @@ def _fhir(ehr: MockFhir, org: Organization) -> FhirClient:
 HIGH = Vitals(26, 90, 4, 95, 125, "A", 38.6)
 
 
-async def test_high_risk_draft(org: Organization) -> None:
+async def test_high_risk_draft(organization: Organization) -> None:
     ehr = MockFhir()
     trigger = _chart(ehr, HIGH)
-    draft = await service.handle(_event(trigger), CONTRACT, _fhir(ehr, org))
+    draft = await service.handle(_event(trigger), CONTRACT, _fhir(ehr, organization))
     assert isinstance(draft, DraftProposed)
     assert (draft.summary["score"], draft.summary["band"], draft.patient) == (13, "high", "Patient/p1")
     ra = draft.resource
@@ -87,27 +70,27 @@ async def test_high_risk_draft(org: Organization) -> None:
     assert {b["reference"] for b in ra["basis"]} == set(draft.basis)
 
 
-async def test_id_only_event_reads_the_trigger(org: Organization) -> None:
+async def test_id_only_event_reads_the_trigger(organization: Organization) -> None:
     ehr = MockFhir()
     trigger = _chart(ehr, HIGH)
-    draft = await service.handle(_event(trigger, full=False), CONTRACT, _fhir(ehr, org))
+    draft = await service.handle(_event(trigger, full=False), CONTRACT, _fhir(ehr, organization))
     assert isinstance(draft, DraftProposed)
     assert any(r.url.path.endswith(f"/Observation/{trigger['id']}") for r in ehr.requests)
 
 
-async def test_same_inputs_same_draft_id(org: Organization) -> None:
+async def test_same_inputs_same_draft_id(organization: Organization) -> None:
     ehr = MockFhir()
     trigger = _chart(ehr, HIGH)
-    first = await service.handle(_event(trigger), CONTRACT, _fhir(ehr, org))
-    again = await service.handle(_event(trigger), CONTRACT, _fhir(ehr, org))
+    first = await service.handle(_event(trigger), CONTRACT, _fhir(ehr, organization))
+    again = await service.handle(_event(trigger), CONTRACT, _fhir(ehr, organization))
     assert isinstance(first, DraftProposed) and isinstance(again, DraftProposed)
     assert first.draft_id == again.draft_id
 
 
-async def test_missing_parameter_is_insufficient_data(org: Organization) -> None:
+async def test_missing_parameter_is_insufficient_data(organization: Organization) -> None:
     ehr = MockFhir()
     trigger = _chart(ehr, Vitals(18, 96, 0, 135, 80, None, 36.8))
-    outcome = await service.handle(_event(trigger), CONTRACT, _fhir(ehr, org))
+    outcome = await service.handle(_event(trigger), CONTRACT, _fhir(ehr, organization))
     assert isinstance(outcome, InferenceOutcome)
     assert (outcome.outcome, outcome.missing, outcome.patient) == (
         "insufficient-data",
@@ -116,25 +99,25 @@ async def test_missing_parameter_is_insufficient_data(org: Organization) -> None
     )
 
 
-async def test_vitals_older_than_the_window_do_not_count(org: Organization) -> None:
+async def test_vitals_older_than_the_window_do_not_count(organization: Organization) -> None:
     ehr = MockFhir()
     old = vital_observations("Patient/p1", HIGH, (WHEN - timedelta(hours=30)).isoformat())
     ehr.add(*old)
     trigger = panel("Patient/p1", [], WHEN.isoformat())
     ehr.add(trigger)
-    outcome = await service.handle(_event(trigger), CONTRACT, _fhir(ehr, org))
+    outcome = await service.handle(_event(trigger), CONTRACT, _fhir(ehr, organization))
     assert isinstance(outcome, InferenceOutcome) and len(outcome.missing) == 7
 
 
-async def test_latest_reading_wins(org: Organization) -> None:
+async def test_latest_reading_wins(organization: Organization) -> None:
     ehr = MockFhir()
     _chart(ehr, HIGH, when=WHEN - timedelta(hours=1))
     trigger = _chart(ehr, Vitals(16, 97, 0, 128, 72, "A", 37.0))
-    draft = await service.handle(_event(trigger), CONTRACT, _fhir(ehr, org))
+    draft = await service.handle(_event(trigger), CONTRACT, _fhir(ehr, organization))
     assert isinstance(draft, DraftProposed) and draft.summary["score"] == 0
 
 
-async def test_scale2_condition(org: Organization) -> None:
+async def test_scale2_condition(organization: Organization) -> None:
     ehr = MockFhir()
     ehr.add(
         {
@@ -144,27 +127,27 @@ async def test_scale2_condition(org: Organization) -> None:
         }
     )
     trigger = _chart(ehr, Vitals(16, 89, 0, 128, 72, "A", 37.0))
-    draft = await service.handle(_event(trigger), CONTRACT, _fhir(ehr, org))
+    draft = await service.handle(_event(trigger), CONTRACT, _fhir(ehr, organization))
     assert isinstance(draft, DraftProposed)
     assert (draft.summary["spo2_scale"], draft.summary["score"]) == (2, 0)
 
 
-async def test_non_trigger_observations_are_ignored(org: Organization) -> None:
+async def test_non_trigger_observations_are_ignored(organization: Organization) -> None:
     ehr = MockFhir()
     [single] = vital_observations("Patient/p1", Vitals(16, None, None, None, None, None, None), WHEN.isoformat())
     ehr.add(single)
-    assert await service.handle(_event(single), CONTRACT, _fhir(ehr, org)) is None
+    assert await service.handle(_event(single), CONTRACT, _fhir(ehr, organization)) is None
 
 
-async def test_forbidden_and_unavailable_ehr(org: Organization) -> None:
+async def test_forbidden_and_unavailable_ehr(organization: Organization) -> None:
     ehr = MockFhir()
     trigger = _chart(ehr, HIGH)
     ehr.fail_next = [403]
     with pytest.raises(UpstreamRejected):
-        await service.handle(_event(trigger), CONTRACT, _fhir(ehr, org))
+        await service.handle(_event(trigger), CONTRACT, _fhir(ehr, organization))
     ehr.fail_next = [503]
     with pytest.raises(UpstreamUnavailable):
-        await service.handle(_event(trigger), CONTRACT, _fhir(ehr, org))
+        await service.handle(_event(trigger), CONTRACT, _fhir(ehr, organization))
 
 
 def test_bp_panel_component_and_fahrenheit() -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 from pydantic import SecretStr
@@ -59,23 +58,11 @@ def test_provenance_names_model_reviewer_and_sources() -> None:
     assert {"system": SYSTEM_TAG, "code": TAG_GENERATED} in prov["meta"]["tag"]
 
 
-async def test_writes_are_conditional_on_the_draft_tag(tmp_path: Path) -> None:
-    secret = tmp_path / "s"
-    secret.write_text("x")
-    org = Organization.model_validate(
-        {
-            "id": "org1",
-            "name": "n",
-            "fhir_base_url": "https://ehr.example.org/fhir",
-            "backend_auth": {"client_id": "c", "scopes": ["s"], "key": {"file": secret, "kid": "k"}},
-            "ingest": {"secrets": [{"header": "X", "file": secret}]},
-            "review": {"api_key_file": secret},
-        }
-    )
+async def test_writes_are_conditional_on_the_draft_tag(organization: Organization) -> None:
     ehr = MockFhir()
     http = httpx.AsyncClient(transport=ehr.transport())
     fhir = FhirClient(
-        http, TokenClient(http, base_url="http://a", service_name="writeback", credential=SecretStr("c")), org
+        http, TokenClient(http, base_url="http://a", service_name="writeback", credential=SecretStr("c")), organization
     )
     written = await write_approved(fhir, DRAFT, "Practitioner/nurse-7", DECIDED)
     posts = [r for r in ehr.requests if r.method == "POST" and "/fhir/" in str(r.url)]

@@ -7,7 +7,6 @@ Retryable errors are raised (the record is redelivered after a pause); permanent
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from faststream.kafka import KafkaBroker
 
 from ehrflow_contracts import DeadLettered, DraftProposed, InferenceOutcome, NotificationReceived, topics
 from ehrflow_inference import service
-from ehrflow_runtime.errors import PermanentError, RetryableError
+from ehrflow_runtime.consumers import retry_or_dead_letter
 from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.organizations import Registry
 
@@ -54,25 +53,16 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> None:
         if org is None or contract is None:
             return
         key = f"{event.organization_id}|{event.patient or ''}".encode()
-        try:
+        result = None
+        async with retry_or_dead_letter(
+            message=event,
+            source_topic=topics.NOTIFICATION_RECEIVED,
+            dead_letters=dead,
+            key=key,
+            retry_delay_s=d.retry_delay_s,
+            context={"focus": event.focus and event.focus.reference},
+        ):
             result = await service.handle(event, contract, d.fhir_for(org.id))
-        except RetryableError as exc:
-            log.warning("retrying event", extra={"org": org.id, "event_id": event.event_id, "reason": str(exc)})
-            await asyncio.sleep(d.retry_delay_s)
-            raise
-        except PermanentError as exc:
-            log.error("dead-lettering event", extra={"org": org.id, "event_id": event.event_id, "reason": str(exc)})
-            await dead.publish(
-                DeadLettered(
-                    organization_id=org.id,
-                    correlation_id=event.correlation_id,
-                    source_topic=topics.NOTIFICATION_RECEIVED,
-                    error=str(exc),
-                    payload={"event_id": event.event_id, "focus": event.focus and event.focus.reference},
-                ),
-                key=key,
-            )
-            return
         if isinstance(result, DraftProposed):
             await drafts.publish(result, key=key)
         elif isinstance(result, InferenceOutcome):

@@ -6,7 +6,6 @@ conditional create, and the queue's status transitions are atomic.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.publisher import DefaultPublisher
 
 from ehrflow_contracts import DeadLettered, DraftProposed, ReviewDecided, WritebackCompleted, topics
-from ehrflow_runtime.errors import PermanentError, RetryableError
+from ehrflow_runtime.consumers import retry_or_dead_letter
 from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_writeback.queue import ReviewQueue
 from ehrflow_writeback.writer import write_approved
@@ -104,32 +103,26 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> Publishers:
         elif queued.status != "approved":
             return  # already written, or rejected: nothing to do on redelivery
         key = f"{org}|{queued.draft.patient}".encode()
-        try:
+        written = None
+        async with retry_or_dead_letter(
+            message=decision,
+            source_topic=topics.REVIEW_DECIDED,
+            dead_letters=pubs.dead,
+            key=key,
+            retry_delay_s=d.retry_delay_s,
+            context={"draft_id": decision.draft_id},
+        ) as failure:
             written = await write_approved(d.fhir_for(org), queued.draft, decision.reviewer, decision.decided_at)
-        except RetryableError as exc:
-            log.warning("write retry", extra={"org": org, "draft_id": decision.draft_id, "reason": str(exc)})
-            await asyncio.sleep(d.retry_delay_s)
-            raise
-        except PermanentError as exc:
-            log.error("write failed", extra={"org": org, "draft_id": decision.draft_id, "reason": str(exc)})
-            await d.queue.transition(org, decision.draft_id, "approved", "failed", detail=str(exc))
+        if written is None:
+            detail = failure.error or "not written"
+            await d.queue.transition(org, decision.draft_id, "approved", "failed", detail=detail)
             await pubs.completions.publish(
                 WritebackCompleted(
                     organization_id=org,
                     correlation_id=decision.correlation_id,
                     draft_id=decision.draft_id,
                     status="failed",
-                    detail=str(exc),
-                ),
-                key=key,
-            )
-            await pubs.dead.publish(
-                DeadLettered(
-                    organization_id=org,
-                    correlation_id=decision.correlation_id,
-                    source_topic=topics.REVIEW_DECIDED,
-                    error=str(exc),
-                    payload={"draft_id": decision.draft_id},
+                    detail=detail,
                 ),
                 key=key,
             )
