@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import httpx
 import pytest
 from pydantic import SecretStr
@@ -38,6 +41,9 @@ async def test_a_401_invalidates_the_token_and_retries_once(organization: Organi
     assert (await fhir.read("Patient/p1"))["id"] == "p1"
     assert ehr.tokens_issued == 2
     assert ehr.requests[-1].headers["authorization"] == "Bearer token-2"
+    first, second = (json.loads(r.content) for r in ehr.requests if r.url.path == "/internal/v1/tokens")
+    assert first["rejected_token_sha256"] is None
+    assert second["rejected_token_sha256"] == hashlib.sha256(b"token-1").hexdigest()
 
 
 async def test_a_second_401_is_an_error(organization: Organization) -> None:

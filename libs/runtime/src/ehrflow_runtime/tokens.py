@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass
 
@@ -34,6 +35,7 @@ class TokenClient:
         self._credential = credential
         self._cache: dict[str, AccessToken] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._rejected: dict[str, str] = {}
 
     async def token(self, organization_id: str, *, min_ttl: float = 60.0) -> AccessToken:
         cached = self._cache.get(organization_id)
@@ -43,18 +45,22 @@ class TokenClient:
             cached = self._cache.get(organization_id)
             if cached and cached.fresh_for(min_ttl):
                 return cached
-            token = await self._fetch(organization_id, min_ttl, force=cached is not None and not cached.fresh_for(0))
+            token = await self._fetch(organization_id, min_ttl, reject=self._rejected.get(organization_id))
+            self._rejected.pop(organization_id, None)
             self._cache[organization_id] = token
             return token
 
     def invalidate(self, organization_id: str) -> None:
-        self._cache.pop(organization_id, None)
+        """The EHR refused this organization's token: forget it, and tell auth not to serve it again."""
+        refused = self._cache.pop(organization_id, None)
+        if refused is not None:
+            self._rejected[organization_id] = hashlib.sha256(refused.value.get_secret_value().encode()).hexdigest()
 
-    async def _fetch(self, organization_id: str, min_ttl: float, *, force: bool) -> AccessToken:
+    async def _fetch(self, organization_id: str, min_ttl: float, *, reject: str | None) -> AccessToken:
         try:
             response = await self._http.post(
                 self._url,
-                json={"organization": organization_id, "min_ttl": min_ttl, "force_refresh": force},
+                json={"organization": organization_id, "min_ttl": min_ttl, "rejected_token_sha256": reject},
                 headers={
                     "Authorization": f"Bearer {self._credential.get_secret_value()}",
                     "X-Ehrflow-Service": self._service,

@@ -21,7 +21,9 @@ JWKS_MAX_AGE_S = 300
 class TokenRequest(BaseModel):
     organization: str
     min_ttl: float = Field(default=60.0, ge=0, le=3600)
-    force_refresh: bool = False
+    rejected_token_sha256: str | None = Field(
+        default=None, pattern=r"^[0-9a-f]{64}$", description="Digest of a token the EHR refused (401): not again."
+    )
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -53,7 +55,7 @@ def routes(registry: Registry, tokens: TokenService, credentials: ServiceCredent
         if org is None:
             return _error(404, "unknown organization")
         try:
-            granted = await tokens.token(org, min_ttl=body.min_ttl, force=body.force_refresh)
+            granted = await tokens.token(org, min_ttl=body.min_ttl, reject=body.rejected_token_sha256)
         except ConfigurationError as exc:
             audit.error("token unavailable", extra={"service": service, "org": org.id, "reason": str(exc)})
             return _error(502, f"organization {org.id} is misconfigured")

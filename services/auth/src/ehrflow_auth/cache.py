@@ -34,6 +34,11 @@ class CachedToken:
     remaining_s: float
 
 
+def token_digest(access_token: str) -> str:
+    """How callers name a token they saw refused, without sending the token itself."""
+    return hashlib.sha256(access_token.encode()).hexdigest()
+
+
 def cache_key(org: Organization, token_endpoint: str) -> str:
     """Hash of everything that makes a token distinct: two organizations never share a key."""
     parts = [
@@ -53,7 +58,8 @@ class TokenCache:
         self._redis = redis
         self._release = redis.register_script(_RELEASE)
 
-    async def get(self, key: str, min_ttl: float) -> CachedToken | None:
+    async def get(self, key: str, min_ttl: float, *, reject: str | None = None) -> CachedToken | None:
+        """A cached token with enough life left, unless its digest is ``reject`` (a caller saw it fail)."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(key)
             pipe.pttl(key)
@@ -64,6 +70,8 @@ class TokenCache:
         if remaining < min_ttl + EARLY_REFRESH_S:
             return None
         data = json.loads(raw)
+        if reject is not None and token_digest(data["access_token"]) == reject:
+            return None
         return CachedToken(data["access_token"], data["scope"], remaining)
 
     async def put(self, key: str, access_token: str, scope: str, expires_in: int) -> None:
@@ -78,30 +86,32 @@ class TokenCache:
         min_ttl: float,
         fetch: Callable[[], Awaitable[tuple[str, str, int]]],
         *,
-        force: bool = False,
+        reject: str | None = None,
         wait_s: float = 12.0,
     ) -> CachedToken:
-        """Serve from cache, or let exactly one replica fetch while the others wait for its result."""
-        if not force:
-            hit = await self.get(key, min_ttl)
-            if hit:
-                return hit
+        """Serve from cache, or let exactly one replica fetch while the others wait for its result.
+
+        ``reject`` is the digest of a token a caller saw refused (a FHIR 401): it counts as a miss, so the
+        first replica to take the lock replaces it and everyone else then finds the new one.
+        """
+        hit = await self.get(key, min_ttl, reject=reject)
+        if hit:
+            return hit
         lock, owner = f"{key}:lock", secrets.token_hex(16)
         deadline = asyncio.get_running_loop().time() + wait_s
         while True:
             if await self._redis.set(lock, owner, nx=True, px=LOCK_TTL_MS):
                 try:
-                    if not force:  # someone may have filled it between our miss and our lock
-                        hit = await self.get(key, min_ttl)
-                        if hit:
-                            return hit
+                    hit = await self.get(key, min_ttl, reject=reject)  # filled between our miss and our lock?
+                    if hit:
+                        return hit
                     access_token, scope, expires_in = await fetch()
                     await self.put(key, access_token, scope, expires_in)
                     return CachedToken(access_token, scope, float(expires_in))
                 finally:
                     await self._release(keys=[lock], args=[owner])
             await asyncio.sleep(0.05)
-            hit = await self.get(key, min_ttl)
+            hit = await self.get(key, min_ttl, reject=reject)
             if hit:
                 return hit
             if asyncio.get_running_loop().time() > deadline:

@@ -58,7 +58,7 @@ class TokenService:
             found = self._discovered[org.id] = await discover(self._http, org)
         return found
 
-    async def token(self, org: Organization, *, min_ttl: float = 60.0, force: bool = False) -> GrantedToken:
+    async def token(self, org: Organization, *, min_ttl: float = 60.0, reject: str | None = None) -> GrantedToken:
         config = await self._configuration(org)
         key = cache_key(org, config.token_endpoint)
 
@@ -68,5 +68,5 @@ class TokenService:
             )
             return issued.access_token, issued.scope, issued.expires_in
 
-        cached = await self._cache.get_or_fetch(key, min_ttl, fetch, force=force)
+        cached = await self._cache.get_or_fetch(key, min_ttl, fetch, reject=reject)
         return GrantedToken(cached.access_token, time.time() + cached.remaining_s, cached.scope)
