@@ -138,7 +138,7 @@ def _secrets(stack: Stack) -> dict[str, str]:
         found[f"{org.id} review key"] = stack.config.review_key(org.id)
         token = httpx.post(
             f"{stack.urls['auth']}/internal/v1/tokens",
-            json={"organization": org.id},
+            json={"organization": org.id, "feature": "news2"},
             headers={
                 "Authorization": f"Bearer {stack.config.service_credential('inference')}",
                 "X-Ehrflow-Service": "inference",

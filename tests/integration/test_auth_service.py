@@ -1,20 +1,29 @@
-"""The auth service against the sandbox EHRs: RS384 and ES384 organizations get tokens that read FHIR."""
+"""The auth service against the sandbox EHRs: RS384 and ES384 organizations get tokens that read FHIR,
+and the service policy keeps every caller to its own organizations and features."""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
 import httpx
 import pytest
+import yaml
 
+from ehrflow_devstack.processes import Process, free_port, http_ok
 from ehrflow_devstack.stack import Stack
 
 pytestmark = pytest.mark.integration
 
 
-def _token(stack: Stack, org: str, service: str = "inference", credential: str | None = None) -> httpx.Response:
+def _token(
+    url: str, stack: Stack, org: str, feature: str = "news2", service: str = "inference", credential: str | None = None
+) -> httpx.Response:
     assert stack.config
     return httpx.post(
-        f"{stack.urls['auth']}/internal/v1/tokens",
-        json={"organization": org},
+        f"{url}/internal/v1/tokens",
+        json={"organization": org, "feature": feature},
         timeout=20,
         headers={
             "Authorization": f"Bearer {credential or stack.config.service_credential(service)}",
@@ -34,38 +43,87 @@ def test_jwks_is_public_and_cacheable(stack: Stack, org: str, alg: str, kty: str
 
 @pytest.mark.parametrize("org", ["org1", "org2"])
 def test_tokens_read_their_own_organizations_fhir(stack: Stack, org: str) -> None:
-    response = _token(stack, org)
+    response = _token(stack.urls["auth"], stack, org)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["token_type"] == "bearer" and "system/*.read" in body["scope"]
+    assert body["token_type"] == "bearer" and "system/Observation.read" in body["scope"]
     fhir = httpx.get(
         f"{stack.ehrs[org].url}/Patient",
         params={"_count": "1"},
         headers={"Authorization": f"Bearer {body['access_token']}"},
     )
     assert fhir.status_code == 200
-    assert _token(stack, org).json()["access_token"] == body["access_token"]  # served from the shared cache
+    assert _token(stack.urls["auth"], stack, org).json()["access_token"] == body["access_token"]  # shared cache
+
+
+def test_features_get_their_own_scopes_and_tokens(stack: Stack) -> None:
+    news2 = _token(stack.urls["auth"], stack, "org1").json()
+    subscriptions = _token(stack.urls["auth"], stack, "org1", "subscriptions", service="ingest").json()
+    assert news2["access_token"] != subscriptions["access_token"]
+    assert "system/Subscription.write" in subscriptions["scope"] and "Subscription" not in news2["scope"]
 
 
 def test_one_organizations_token_is_refused_by_the_other(stack: Stack) -> None:
-    token = _token(stack, "org1").json()["access_token"]
+    token = _token(stack.urls["auth"], stack, "org1").json()["access_token"]
     response = httpx.get(f"{stack.ehrs['org2'].url}/Patient", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 401
 
 
 @pytest.mark.parametrize(
-    ("service", "credential", "status"),
+    ("service", "credential", "feature", "status"),
     [
-        ("inference", "wrong", 401),
-        ("nobody", "x", 401),
-        ("writeback", None, 200),
+        ("inference", "wrong", "news2", 401),
+        ("nobody", "x", "news2", 401),
+        ("writeback", None, "news2", 200),
+        ("ingest", None, "news2", 403),  # not in ingest's grant
+        ("inference", None, "bulk-export", 403),  # not enabled for the organization
     ],
 )
-def test_internal_api_requires_a_service_credential(
-    stack: Stack, service: str, credential: str | None, status: int
+def test_internal_api_enforces_the_policy(
+    stack: Stack, service: str, credential: str | None, feature: str, status: int
 ) -> None:
-    assert _token(stack, "org1", service, credential).status_code == status
+    assert _token(stack.urls["auth"], stack, "org1", feature, service, credential).status_code == status
 
 
 def test_unknown_organization(stack: Stack) -> None:
-    assert _token(stack, "org9").status_code == 404
+    assert _token(stack.urls["auth"], stack, "org9").status_code == 404
+
+
+@pytest.fixture()
+def org1_only_auth(stack: Stack, tmp_path: Path) -> Iterator[str]:
+    """A second auth replica whose policy lets inference have organization 1's tokens only."""
+    assert stack.config
+    policy = tmp_path / "policy.yaml"
+    credential = stack.config.credentials_dir / "inference"
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "services": {
+                    "inference": {"credential_file": str(credential), "organizations": ["org1"], "features": ["news2"]}
+                }
+            }
+        )
+    )
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = Process(
+        "auth-org1-only",
+        [sys.executable, "-m", "ehrflow_auth.main"],
+        tmp_path / "auth.log",
+        env={
+            **stack.service_env("auth"),
+            "EHRFLOW_SERVICE_POLICY_FILE": str(policy),
+            "EHRFLOW_PORT": url.rsplit(":", 1)[1],
+        },
+        ready=lambda: http_ok(f"{url}/readyz"),
+    )
+    proc.start(timeout=60)
+    try:
+        yield url
+    finally:
+        proc.stop()
+
+
+def test_a_service_allowed_one_organization_cannot_get_the_others_token(stack: Stack, org1_only_auth: str) -> None:
+    assert _token(org1_only_auth, stack, "org1").status_code == 200
+    refused = _token(org1_only_auth, stack, "org2")
+    assert refused.status_code == 403 and "access_token" not in refused.text

@@ -7,6 +7,7 @@ import pytest
 from redis.asyncio import Redis
 
 from ehrflow_auth.cache import TokenCache, cache_key
+from ehrflow_auth.main import read_cache_secret
 from ehrflow_devstack.stack import Stack
 from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.organizations import load_registry
@@ -22,9 +23,10 @@ async def test_refused_cached_token_is_replaced_once(stack: Stack) -> None:
     assert org is not None
     token_endpoint = stack.ehrs["org2"].url.removesuffix("/fhir") + "/auth/token"
     redis = Redis.from_url(stack.redis.url)
-    key = cache_key(org, token_endpoint)
+    key = cache_key(org, "news2", token_endpoint)
+    cache = TokenCache(redis, read_cache_secret(stack.config.cache_key_file))
     # The shared cache holds a token the EHR will refuse (as after an EHR restart or a revoked grant).
-    await TokenCache(redis).put(key, "refused-by-the-ehr", "system/*.read", 300)
+    await cache.put(key, "refused-by-the-ehr", "system/*.read", 300)
     async with httpx.AsyncClient(timeout=20) as http:
         tokens = TokenClient(
             http,
@@ -32,9 +34,9 @@ async def test_refused_cached_token_is_replaced_once(stack: Stack) -> None:
             service_name="inference",
             credential=read_secret_file(stack.config.credentials_dir / "inference"),
         )
-        fhir = FhirClient(http, tokens, org)
+        fhir = FhirClient(http, tokens, org, "news2")
         bundle = await fhir.search("Patient", {"_count": "1"})
     assert isinstance(bundle, list)
-    replaced = await TokenCache(redis).get(key, 0)
+    replaced = await cache.get(key, 0)
     await redis.aclose()
     assert replaced is not None and replaced.access_token != "refused-by-the-ehr"

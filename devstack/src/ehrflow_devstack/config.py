@@ -5,6 +5,8 @@ Organization 1 signs with RS384, organization 2 with ES384. Secrets are files, a
 
 from __future__ import annotations
 
+import base64
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +18,31 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 SEKMET_SCOPES = (
     "system/*.read system/RiskAssessment.write system/Provenance.write system/Subscription.write system/Basic.write"
 )
-"""What SEKMET grants our client; we request the same."""
+"""What the sandbox EHRs grant our client; each feature asks for a subset (FEATURES)."""
 
 WEBHOOK_HEADER = "X-Ehrflow-Webhook-Secret"
-SERVICES = ("inference", "writeback", "ingest")
-"""Services that may call the auth service's internal token API."""
+
+FEATURES = {
+    "news2": [
+        "system/Patient.read",
+        "system/Observation.read",
+        "system/Condition.read",
+        "system/RiskAssessment.read",
+        "system/RiskAssessment.write",
+        "system/Provenance.read",
+        "system/Provenance.write",
+    ],
+    "subscriptions": [
+        "system/Subscription.read",
+        "system/Subscription.write",
+        "system/Basic.write",
+        "system/Observation.read",
+    ],
+}
+"""What each organization enables in the local stack, and the SMART scopes each feature asks for."""
+
+POLICY = {"inference": ["news2"], "writeback": ["news2"], "ingest": ["subscriptions"]}
+"""Services that may call the auth service's internal token API, and for which features (every organization)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +78,8 @@ class GeneratedConfig:
     folder: Path
     organizations_file: Path
     credentials_dir: Path
+    policy_file: Path
+    cache_key_file: Path
     admin_token: str
 
     def secret(self, name: str) -> str:
@@ -83,13 +107,34 @@ def generate(folder: Path) -> GeneratedConfig:
             if not path.exists():
                 _write_secret(path, secrets.token_urlsafe(32).encode())
     credentials = folder / "service-credentials"
-    for service in SERVICES:
+    for service in POLICY:
         if not (credentials / service).exists():
             _write_secret(credentials / service, secrets.token_urlsafe(32).encode())
+    policy = folder / "service-policy.yaml"
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "services": {
+                    name: {
+                        "credential_file": f"service-credentials/{name}",
+                        "organizations": ["*"],
+                        "features": features,
+                    }
+                    for name, features in POLICY.items()
+                }
+            }
+        ),
+        encoding="utf-8",
+    )
+    cache_key = folder / "secrets" / "token-cache-key"
+    if not cache_key.exists():
+        _write_secret(cache_key, base64.b64encode(os.urandom(32)))
     admin = folder / "secrets" / "ehr-admin-token"
     if not admin.exists():
         _write_secret(admin, secrets.token_urlsafe(24).encode())
-    return GeneratedConfig(folder, folder / "organizations.yaml", credentials, admin.read_text().strip())
+    return GeneratedConfig(
+        folder, folder / "organizations.yaml", credentials, policy, cache_key, admin.read_text().strip()
+    )
 
 
 def write_registry(config: GeneratedConfig, fhir_bases: dict[str, str]) -> Path:
@@ -102,9 +147,9 @@ def write_registry(config: GeneratedConfig, fhir_bases: dict[str, str]) -> Path:
             "allow_insecure_http": True,
             "backend_auth": {
                 "client_id": org.client_id,
-                "scopes": SEKMET_SCOPES.split(),
-                "key": {"file": f"keys/{org.id}.pem", "kid": f"{org.id}-key-1", "alg": org.alg},
+                "keys": [{"file": f"keys/{org.id}.pem", "kid": f"{org.id}-key-1", "alg": org.alg}],
             },
+            "features": FEATURES,
             "ingest": {"secrets": [{"header": WEBHOOK_HEADER, "file": f"secrets/{org.id}-webhook"}]},
             "review": {"api_key_file": f"secrets/{org.id}-review"},
             "workflows": {"news2": {}},

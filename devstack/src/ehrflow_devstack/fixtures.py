@@ -47,7 +47,8 @@ def organization(tmp_path: Path) -> Organization:
             "id": "org1",
             "name": "Northfield General",
             "fhir_base_url": "https://ehr.example.org/fhir",
-            "backend_auth": {"client_id": "c", "scopes": ["s"], "key": {"file": secret, "kid": "k"}},
+            "backend_auth": {"client_id": "c", "keys": [{"file": secret, "kid": "k"}]},
+            "features": {"news2": ["system/*.read"]},
             "ingest": {"secrets": [{"header": "X", "file": secret}]},
             "review": {"api_key_file": secret},
         }

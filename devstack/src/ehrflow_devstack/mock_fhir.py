@@ -13,6 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
+
+from ehrflow_runtime.fhir_client import FhirClient
+from ehrflow_runtime.organizations import Organization
+from ehrflow_runtime.tokens import TokenClient
 
 
 @dataclass
@@ -32,6 +37,12 @@ class MockFhir:
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
+
+    def client(self, organization: Organization, feature: str = "news2", service: str = "inference") -> FhirClient:
+        """A real FhirClient (and TokenClient) whose HTTP goes to this mock."""
+        http = httpx.AsyncClient(transport=self.transport())
+        tokens = TokenClient(http, base_url="http://auth", service_name=service, credential=SecretStr("credential"))
+        return FhirClient(http, tokens, organization, feature)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)

@@ -57,7 +57,8 @@ class Stack:
             "OTEL_TRACES_EXPORTER": "none",
         }
         if name == "auth":
-            env["EHRFLOW_SERVICE_CREDENTIALS_DIR"] = str(self.config.credentials_dir)
+            env["EHRFLOW_SERVICE_POLICY_FILE"] = str(self.config.policy_file)
+            env["EHRFLOW_TOKEN_CACHE_KEY_FILE"] = str(self.config.cache_key_file)
         return env
 
     def start(self) -> Stack:

@@ -5,21 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 
-import httpx
 import pytest
-from pydantic import SecretStr
 
 from ehrflow_devstack.mock_fhir import MockFhir
 from ehrflow_runtime.errors import UpstreamRejected, UpstreamUnavailable
 from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.organizations import Organization
-from ehrflow_runtime.tokens import TokenClient
 
 
 def _client(ehr: MockFhir, org: Organization) -> FhirClient:
-    http = httpx.AsyncClient(transport=ehr.transport())
-    tokens = TokenClient(http, base_url="http://auth", service_name="inference", credential=SecretStr("cred"))
-    return FhirClient(http, tokens, org)
+    return ehr.client(org)
 
 
 async def test_reads_with_a_bearer_token_from_auth(organization: Organization) -> None:
@@ -29,9 +24,10 @@ async def test_reads_with_a_bearer_token_from_auth(organization: Organization) -
     assert (await fhir.read("Patient/p1"))["id"] == "p1"
     token_call, read = ehr.requests
     assert (
-        token_call.headers["x-ehrflow-service"] == "inference" and token_call.headers["authorization"] == "Bearer cred"
+        token_call.headers["x-ehrflow-service"] == "inference" and token_call.headers["authorization"] == "Bearer credential"
     )
     assert read.headers["authorization"] == "Bearer token-1"
+    assert json.loads(token_call.content)["feature"] == "news2"
 
 
 async def test_a_401_invalidates_the_token_and_retries_once(organization: Organization) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -10,16 +11,15 @@ import yaml
 from ehrflow_runtime.errors import ConfigurationError
 from ehrflow_runtime.organizations import load_registry
 
+KEY = {"file": "keys/k.pem", "kid": "k1", "alg": "RS384"}
+
 
 def _record(**changes: object) -> dict[str, object]:
     record: dict[str, object] = {
         "name": "Northfield General",
         "fhir_base_url": "https://ehr.example.org/fhir/",
-        "backend_auth": {
-            "client_id": "c1",
-            "scopes": ["system/*.read"],
-            "key": {"file": "keys/k.pem", "kid": "k1", "alg": "RS384"},
-        },
+        "backend_auth": {"client_id": "c1", "keys": [KEY]},
+        "features": {"news2": ["system/Observation.read", "system/RiskAssessment.write"]},
         "ingest": {"secrets": [{"header": "X-Secret", "file": "secrets/hook"}]},
         "review": {"api_key_file": "secrets/review"},
         "workflows": {"news2": {}},
@@ -30,7 +30,7 @@ def _record(**changes: object) -> dict[str, object]:
 
 @pytest.fixture()
 def folder(tmp_path: Path) -> Path:
-    for name in ("keys/k.pem", "secrets/hook", "secrets/review"):
+    for name in ("keys/k.pem", "keys/k2.pem", "secrets/hook", "secrets/review", "secrets/client"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text("x")
     return tmp_path
@@ -42,12 +42,18 @@ def _write(folder: Path, orgs: dict[str, object]) -> Path:
     return path
 
 
+def _load(folder: Path, record: dict[str, object]):  # type: ignore[no-untyped-def]
+    org = load_registry(_write(folder, {"org1": record})).get("org1")
+    assert org is not None
+    return org
+
+
 def test_valid_file_loads_with_resolved_paths(folder: Path) -> None:
     registry = load_registry(_write(folder, {"org1": _record()}))
     org = registry.get("org1")
     assert org is not None and registry.ids() == ["org1"]
     assert org.fhir_base_url == "https://ehr.example.org/fhir"
-    assert org.backend_auth.key.file == folder / "keys" / "k.pem"
+    assert org.backend_auth.keys[0].file == folder / "keys" / "k.pem"
     assert org.fhir_origin == "https://ehr.example.org"
     assert org.workflows.news2 is not None and org.workflows.news2.auto_approve is False
 
@@ -62,17 +68,14 @@ def _error(folder: Path, orgs: dict[str, object]) -> str:
 
 
 def test_missing_kid_names_the_field(folder: Path) -> None:
-    record = _record(backend_auth={"client_id": "c1", "scopes": ["s"], "key": {"file": "keys/k.pem"}})
+    record = _record(backend_auth={"client_id": "c1", "keys": [{"file": "keys/k.pem"}]})
     message = _error(folder, {"org1": record})
-    assert "organization 'org1'" in message and "backend_auth.key.kid" in message
+    assert "organization 'org1'" in message and "backend_auth.keys.0.kid" in message
 
 
 def test_http_base_needs_the_local_development_flag(folder: Path) -> None:
     assert "https" in _error(folder, {"org1": _record(fhir_base_url="http://ehr.example.org/fhir")})
-    registry = load_registry(
-        _write(folder, {"org1": _record(fhir_base_url="http://127.0.0.1/fhir", allow_insecure_http=True)})
-    )
-    assert registry.get("org1") is not None
+    assert _load(folder, _record(fhir_base_url="http://127.0.0.1/fhir", allow_insecure_http=True))
 
 
 def test_missing_secret_file_names_the_field(folder: Path) -> None:
@@ -81,27 +84,68 @@ def test_missing_secret_file_names_the_field(folder: Path) -> None:
     assert "organization 'org2'" in message and "ingest.secrets.0.file" in message and "not found" in message
 
 
+def test_missing_key_file_names_the_field(folder: Path) -> None:
+    (folder / "keys" / "k.pem").unlink()
+    assert "backend_auth.keys.0.file" in _error(folder, {"org1": _record()})
+
+
 def test_unknown_field_is_rejected(folder: Path) -> None:
-    message = _error(folder, {"org1": _record(client_secret="inline-secret")})
-    assert "client_secret" in message
+    assert "client_secret" in _error(folder, {"org1": _record(client_secret="inline-secret")})
 
 
 def test_inline_key_is_not_a_thing(folder: Path) -> None:
-    record = _record(
-        backend_auth={
-            "client_id": "c1",
-            "scopes": ["s"],
-            "key": {"file": "keys/k.pem", "kid": "k1", "pem": "-----BEGIN"},
-        }
-    )
-    assert "backend_auth.key.pem" in _error(folder, {"org1": record})
+    record = _record(backend_auth={"client_id": "c1", "keys": [{**KEY, "pem": "-----BEGIN"}]})
+    assert "backend_auth.keys.0.pem" in _error(folder, {"org1": record})
 
 
 def test_unsupported_algorithm(folder: Path) -> None:
+    record = _record(backend_auth={"client_id": "c1", "keys": [{**KEY, "alg": "HS256"}]})
+    assert "backend_auth.keys.0.alg" in _error(folder, {"org1": record})
+
+
+def test_private_key_jwt_needs_a_key_and_basic_needs_a_secret(folder: Path) -> None:
+    assert "backend_auth.keys" in _error(folder, {"org1": _record(backend_auth={"client_id": "c1"})})
+    basic = {"client_id": "c1", "method": "client_secret_basic"}
+    assert "backend_auth.client_secret_file" in _error(folder, {"org1": _record(backend_auth=basic)})
+    org = _load(folder, _record(backend_auth={**basic, "client_secret_file": "secrets/client"}))
+    assert org.backend_auth.client_secret_file == folder / "secrets" / "client"
+
+
+def test_kids_are_unique(folder: Path) -> None:
+    record = _record(backend_auth={"client_id": "c1", "keys": [KEY, {**KEY, "file": "keys/k2.pem"}]})
+    assert "own kid" in _error(folder, {"org1": record})
+
+
+def test_features_need_scopes_and_news2_needs_its_feature(folder: Path) -> None:
+    assert "feature 'news2' needs" in _error(folder, {"org1": _record(features={"news2": []})})
+    assert "feature name" in _error(folder, {"org1": _record(features={"News 2": ["s"]})})
+    assert "'news2' feature" in _error(folder, {"org1": _record(features={"other": ["s"]})})
+
+
+def test_scope_styles(folder: Path) -> None:
+    smart = _load(folder, _record())
+    assert smart.scope_for("news2") == "system/Observation.read system/RiskAssessment.write"
+    epic = _load(folder, _record(backend_auth={"client_id": "c1", "keys": [KEY], "scope_style": "omit"}))
+    assert epic.scope_for("news2") is None
+    entra = _load(folder, _record(backend_auth={"client_id": "c1", "keys": [KEY], "scope_style": "entra"}))
+    assert entra.scope_for("news2") == "https://ehr.example.org/fhir/.default"
+
+
+def test_key_rotation_windows(folder: Path) -> None:
+    now = datetime(2026, 11, 21, 12, tzinfo=UTC)
+    later = now + timedelta(minutes=10)
     record = _record(
-        backend_auth={"client_id": "c1", "scopes": ["s"], "key": {"file": "keys/k.pem", "kid": "k1", "alg": "HS256"}}
+        backend_auth={
+            "client_id": "c1",
+            "keys": [
+                {**KEY, "retire_at": later.isoformat()},
+                {"file": "keys/k2.pem", "kid": "k2", "sign_from": later.isoformat()},
+            ],
+        }
     )
-    assert "backend_auth.key.alg" in _error(folder, {"org1": record})
+    old, new = _load(folder, record).backend_auth.keys
+    assert old.signing(now) and not new.signing(now) and new.publishable(now)
+    assert not old.publishable(later) and new.signing(later)
 
 
 def test_bad_organization_id(folder: Path) -> None:

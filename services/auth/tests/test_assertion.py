@@ -26,7 +26,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, SigningKey]:
 @pytest.mark.parametrize("alg", ["RS384", "ES384"])
 def test_claims_and_header(keys: dict[str, SigningKey], alg: str) -> None:
     key = load_signing_key(keys[alg])
-    token, jti = client_assertion(client_id="ehrflow-org1", token_endpoint="https://ehr/auth/token", key=key, now=1000)
+    token, jti = client_assertion(client_id="ehrflow-org1", audience="https://ehr/auth/token", key=key, now=1000)
     decoded = jwt.decode(token, key, algorithms=[alg])
     assert decoded.header == {"alg": alg, "kid": keys[alg].kid, "typ": "JWT"}
     assert decoded.claims == {
@@ -43,7 +43,7 @@ def test_claims_and_header(keys: dict[str, SigningKey], alg: str) -> None:
 
 def test_jti_never_repeats(keys: dict[str, SigningKey]) -> None:
     key = load_signing_key(keys["ES384"])
-    jtis = {client_assertion(client_id="c", token_endpoint="https://t", key=key)[1] for _ in range(1000)}
+    jtis = {client_assertion(client_id="c", audience="https://t", key=key)[1] for _ in range(1000)}
     assert len(jtis) == 1000
 
 
@@ -56,7 +56,8 @@ def test_published_jwks_has_no_private_members(keys: dict[str, SigningKey]) -> N
                 "id": f"o{i}",
                 "name": "n",
                 "fhir_base_url": "https://ehr/fhir",
-                "backend_auth": {"client_id": "c", "scopes": ["s"], "key": spec.model_dump()},
+                "backend_auth": {"client_id": "c", "keys": [spec.model_dump()]},
+                "features": {"news2": ["s"]},
                 "ingest": {"secrets": [{"header": "X", "file": spec.file}]},
                 "review": {"api_key_file": spec.file},
             }

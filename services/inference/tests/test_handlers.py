@@ -26,7 +26,7 @@ async def test_trigger_event_publishes_a_draft_and_incomplete_an_outcome(tmp_pat
     ehr = MockFhir()
     http = httpx.AsyncClient(transport=ehr.transport())
     tokens = TokenClient(http, base_url="http://auth", service_name="inference", credential=SecretStr("c"))
-    fhir = FhirClient(http, tokens, registry.get("org1"))  # type: ignore[arg-type]
+    fhir = FhirClient(http, tokens, registry.get("org1"), "news2")  # type: ignore[arg-type]
     broker = KafkaBroker()
     declare(broker, lambda: Deps(registry=registry, fhir_for=lambda org: fhir, retry_delay_s=0))
     drafts: list[dict[str, Any]] = []
@@ -68,7 +68,7 @@ async def test_forbidden_ehr_dead_letters_the_event(tmp_path: Path) -> None:
     ehr = MockFhir(fail_next=[403])
     http = httpx.AsyncClient(transport=ehr.transport())
     tokens = TokenClient(http, base_url="http://auth", service_name="inference", credential=SecretStr("c"))
-    fhir = FhirClient(http, tokens, registry.get("org1"))  # type: ignore[arg-type]
+    fhir = FhirClient(http, tokens, registry.get("org1"), "news2")  # type: ignore[arg-type]
     broker = KafkaBroker()
     declare(broker, lambda: Deps(registry=registry, fhir_for=lambda org: fhir, retry_delay_s=0))
     drafts: list[dict[str, Any]] = []

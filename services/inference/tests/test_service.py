@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
-from pydantic import SecretStr
 
 from ehrflow_contracts import DraftProposed, InferenceOutcome, NotificationReceived
 from ehrflow_contracts.events import Reference
@@ -17,7 +15,6 @@ from ehrflow_inference.vitals import readings
 from ehrflow_runtime.errors import UpstreamRejected, UpstreamUnavailable
 from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.organizations import News2Workflow, Organization
-from ehrflow_runtime.tokens import TokenClient
 
 WHEN = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 CONTRACT = News2Workflow()
@@ -47,10 +44,7 @@ def _event(trigger: dict, *, full: bool = True) -> NotificationReceived:  # type
 
 
 def _fhir(ehr: MockFhir, org: Organization) -> FhirClient:
-    http = httpx.AsyncClient(transport=ehr.transport())
-    return FhirClient(
-        http, TokenClient(http, base_url="http://auth", service_name="inference", credential=SecretStr("c")), org
-    )
+    return ehr.client(org)
 
 
 HIGH = Vitals(26, 90, 4, 95, 125, "A", 38.6)

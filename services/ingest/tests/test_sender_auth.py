@@ -21,7 +21,8 @@ def _org(tmp_path: Path, org_id: str, secrets: list[tuple[str, str]]) -> Organiz
             "id": org_id,
             "name": org_id,
             "fhir_base_url": "https://ehr.example.org/fhir",
-            "backend_auth": {"client_id": "c", "scopes": ["s"], "key": {"file": key, "kid": "k"}},
+            "backend_auth": {"client_id": "c", "keys": [{"file": key, "kid": "k"}]},
+            "features": {"news2": ["s"]},
             "ingest": {"secrets": files},
             "review": {"api_key_file": key},
         }

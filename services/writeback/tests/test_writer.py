@@ -5,15 +5,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-import httpx
-from pydantic import SecretStr
-
 from ehrflow_contracts import DraftProposed, ModelRef
 from ehrflow_contracts.fhir import SYSTEM_DRAFT, SYSTEM_TAG, TAG_GENERATED, is_generated_by_ehrflow
 from ehrflow_devstack.mock_fhir import MockFhir
-from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.organizations import Organization
-from ehrflow_runtime.tokens import TokenClient
 from ehrflow_writeback.writer import final_resource, provenance, write_approved
 
 DECIDED = datetime(2026, 11, 21, 9, 30, tzinfo=UTC)
@@ -60,10 +55,7 @@ def test_provenance_names_model_reviewer_and_sources() -> None:
 
 async def test_writes_are_conditional_on_the_draft_tag(organization: Organization) -> None:
     ehr = MockFhir()
-    http = httpx.AsyncClient(transport=ehr.transport())
-    fhir = FhirClient(
-        http, TokenClient(http, base_url="http://a", service_name="writeback", credential=SecretStr("c")), organization
-    )
+    fhir = ehr.client(organization, service="writeback")
     written = await write_approved(fhir, DRAFT, "Practitioner/nurse-7", DECIDED)
     posts = [r for r in ehr.requests if r.method == "POST" and "/fhir/" in str(r.url)]
     assert [p.url.path for p in posts] == ["/fhir/RiskAssessment", "/fhir/Provenance"]

@@ -15,16 +15,17 @@ FHIR_JSON = "application/fhir+json"
 
 
 class FhirClient:
-    """Reads and writes one organization's FHIR API with tokens from the auth service.
+    """Reads and writes one organization's FHIR API for one feature, with tokens from the auth service.
 
     A bearer token is only ever sent to URLs under the organization's own FHIR base. A 401 with a
     cached token invalidates it and retries once with a new one.
     """
 
-    def __init__(self, http: httpx.AsyncClient, tokens: TokenClient, organization: Organization) -> None:
+    def __init__(self, http: httpx.AsyncClient, tokens: TokenClient, organization: Organization, feature: str) -> None:
         self._http = http
         self._tokens = tokens
         self.organization = organization
+        self.feature = feature
         self.base = organization.fhir_base_url
 
     def url(self, path: str) -> str:
@@ -65,14 +66,14 @@ class FhirClient:
         org = self.organization.id
         headers = {"Accept": FHIR_JSON, **kwargs.pop("headers", {})}
         for attempt in (1, 2):
-            token = await self._tokens.token(org)
+            token = await self._tokens.token(org, self.feature)
             headers["Authorization"] = f"Bearer {token.value.get_secret_value()}"
             try:
                 response = await self._http.request(method, url, headers=headers, **kwargs)
             except httpx.HTTPError as exc:
                 raise UpstreamUnavailable(f"{org} FHIR {method} {_kind(path)}: {type(exc).__name__}") from exc
             if response.status_code == 401 and attempt == 1:
-                self._tokens.invalidate(org)
+                self._tokens.invalidate(org, self.feature)
                 continue
             break
         if response.status_code >= 500 or response.status_code == 429:

@@ -8,6 +8,8 @@ fails at start-up with a message naming the file, the organization and the field
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -25,19 +27,53 @@ class _Strict(BaseModel):
 
 
 class SigningKey(_Strict):
+    """One of an organization's signing keys. Rotation is data: publish first, sign later, retire later."""
+
     file: Path = Field(description="PEM private key (PKCS#8), mounted from a Secret.")
     kid: str = Field(min_length=1, description="Key id published in our JWKS and sent in assertions.")
     alg: Literal["RS384", "ES384"] = "RS384"
+    sign_from: datetime | None = Field(
+        default=None, description="Published before this instant, used for signing from it on (None: at once)."
+    )
+    retire_at: datetime | None = Field(default=None, description="Neither used nor published from this instant.")
+
+    def publishable(self, now: datetime) -> bool:
+        return self.retire_at is None or now < self.retire_at
+
+    def signing(self, now: datetime) -> bool:
+        return self.publishable(now) and (self.sign_from is None or self.sign_from <= now)
+
+
+ScopeStyle = Literal["smart", "omit", "entra"]
 
 
 class BackendAuth(_Strict):
-    """SMART Backend Services client registration at the organization's EHR."""
+    """SMART Backend Services client registration at the organization's EHR, with its vendor quirks."""
 
     client_id: str = Field(min_length=1)
-    method: Literal["private_key_jwt"] = "private_key_jwt"
+    method: Literal["private_key_jwt", "client_secret_basic"] = "private_key_jwt"
+    keys: tuple[SigningKey, ...] = Field(default=(), description="Required for private_key_jwt.")
+    client_secret_file: Path | None = Field(default=None, description="Required for client_secret_basic.")
     token_endpoint: str | None = Field(default=None, description="Overrides discovery when set.")
-    scopes: tuple[str, ...] = Field(min_length=1)
-    key: SigningKey
+    assertion_audience: str | None = Field(
+        default=None, description="Quirk: a fixed assertion `aud` instead of the token endpoint."
+    )
+    scope_style: ScopeStyle = Field(
+        default="smart",
+        description="`smart`: the feature's scopes; `omit`: no scope parameter (Epic-style backends); "
+        "`entra`: `{fhir_base_url}/.default` (Azure / Entra ID).",
+    )
+
+    @model_validator(mode="after")
+    def _credentials_for_method(self) -> BackendAuth:
+        if self.method == "private_key_jwt" and not self.keys:
+            raise ValueError("keys|private_key_jwt needs at least one key")
+        if self.method == "client_secret_basic" and self.client_secret_file is None:
+            raise ValueError("client_secret_file|client_secret_basic needs a client_secret_file")
+        kids = [k.kid for k in self.keys]
+        if len(set(kids)) != len(kids):
+            raise ValueError("keys|every key needs its own kid")
+        return self
 
 
 class WebhookSecret(_Strict):
@@ -80,9 +116,23 @@ class Organization(_Strict):
     fhir_base_url: str
     allow_insecure_http: bool = Field(default=False, description="Permit an http:// FHIR base. Local development only.")
     backend_auth: BackendAuth
+    features: dict[str, tuple[str, ...]] = Field(
+        min_length=1,
+        description="Enabled features and the SMART scopes each needs; a token is only ever for one feature.",
+    )
     ingest: Ingest
     review: Review
     workflows: Workflows = Workflows()
+
+    @field_validator("features")
+    @classmethod
+    def _feature_names(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for name, scopes in value.items():
+            if not re.fullmatch(_ORG_ID, name):
+                raise ValueError(f"feature name '{name}' must match {_ORG_ID}")
+            if not scopes:
+                raise ValueError(f"feature '{name}' needs at least one scope")
+        return value
 
     @field_validator("fhir_base_url")
     @classmethod
@@ -96,7 +146,18 @@ class Organization(_Strict):
     def _https_unless_allowed(self) -> Organization:
         if urlsplit(self.fhir_base_url).scheme != "https" and not self.allow_insecure_http:
             raise ValueError("fhir_base_url must use https (set allow_insecure_http only for local development)")
+        if self.workflows.news2 is not None and "news2" not in self.features:
+            raise ValueError("the news2 workflow needs a 'news2' feature with its scopes")
         return self
+
+    def scope_for(self, feature: str) -> str | None:
+        """The ``scope`` parameter of a token request for ``feature`` (None: send no scope)."""
+        style = self.backend_auth.scope_style
+        if style == "omit":
+            return None
+        if style == "entra":
+            return f"{self.fhir_base_url}/.default"
+        return " ".join(self.features[feature])
 
     @property
     def fhir_origin(self) -> str:
@@ -128,6 +189,16 @@ class Registry:
         return sorted(self._orgs)
 
 
+def _field_and_message(err: Any) -> tuple[str, str]:
+    """Where a validation error points; validators name a sub-field as ``"field|message"``."""
+    loc = [str(x) for x in err["loc"]]
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if "|" in message:
+        sub, _, message = message.partition("|")
+        loc.append(sub)
+    return ".".join(loc) or "-", message
+
+
 def _fail(path: Path, org: str | None, field: str, message: str) -> ConfigurationError:
     where = f"organization '{org}', " if org else ""
     return ConfigurationError(f"{path}: {where}field '{field}': {message}")
@@ -140,10 +211,12 @@ def _resolve_files(org: Organization, folder: Path) -> Organization:
         return p if p.is_absolute() else (folder / p).resolve()
 
     data = org.model_dump()
-    checks: list[tuple[str, list[Any], str]] = [
-        ("backend_auth.key.file", ["backend_auth", "key"], "file"),
-        ("review.api_key_file", ["review"], "api_key_file"),
+    checks: list[tuple[str, list[Any], str]] = [("review.api_key_file", ["review"], "api_key_file")]
+    checks += [
+        (f"backend_auth.keys.{i}.file", ["backend_auth", "keys", i], "file") for i in range(len(org.backend_auth.keys))
     ]
+    if org.backend_auth.client_secret_file is not None:
+        checks.append(("backend_auth.client_secret_file", ["backend_auth"], "client_secret_file"))
     checks += [(f"ingest.secrets.{i}.file", ["ingest", "secrets", i], "file") for i in range(len(org.ingest.secrets))]
     for dotted, route, key in checks:
         node: Any = data
@@ -177,9 +250,7 @@ def load_registry(path: Path | str) -> Registry:
             org = Organization.model_validate({"id": org_id, **record})
             orgs[org.id] = _resolve_files(org, path.parent)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(x) for x in err["loc"]) or "-"
-            raise _fail(path, str(org_id), field, err["msg"]) from None
+            raise _fail(path, str(org_id), *_field_and_message(exc.errors()[0])) from None
         except ValueError as exc:
             field, _, message = str(exc).partition("|")
             raise _fail(path, str(org_id), field, message) from None

@@ -33,34 +33,42 @@ class TokenClient:
         self._url = base_url.rstrip("/") + TOKEN_PATH
         self._service = service_name
         self._credential = credential
-        self._cache: dict[str, AccessToken] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._rejected: dict[str, str] = {}
+        self._cache: dict[tuple[str, str], AccessToken] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._rejected: dict[tuple[str, str], str] = {}
 
-    async def token(self, organization_id: str, *, min_ttl: float = 60.0) -> AccessToken:
-        cached = self._cache.get(organization_id)
+    async def token(self, organization_id: str, feature: str, *, min_ttl: float = 60.0) -> AccessToken:
+        """A token for one feature of one organization (auth checks that this service may have it)."""
+        slot = (organization_id, feature)
+        cached = self._cache.get(slot)
         if cached and cached.fresh_for(min_ttl):
             return cached
-        async with self._locks.setdefault(organization_id, asyncio.Lock()):
-            cached = self._cache.get(organization_id)
+        async with self._locks.setdefault(slot, asyncio.Lock()):
+            cached = self._cache.get(slot)
             if cached and cached.fresh_for(min_ttl):
                 return cached
-            token = await self._fetch(organization_id, min_ttl, reject=self._rejected.get(organization_id))
-            self._rejected.pop(organization_id, None)
-            self._cache[organization_id] = token
+            token = await self._fetch(organization_id, feature, min_ttl, reject=self._rejected.get(slot))
+            self._rejected.pop(slot, None)
+            self._cache[slot] = token
             return token
 
-    def invalidate(self, organization_id: str) -> None:
-        """The EHR refused this organization's token: forget it, and tell auth not to serve it again."""
-        refused = self._cache.pop(organization_id, None)
+    def invalidate(self, organization_id: str, feature: str) -> None:
+        """The EHR refused this token: forget it, and tell auth not to serve it again."""
+        refused = self._cache.pop((organization_id, feature), None)
         if refused is not None:
-            self._rejected[organization_id] = hashlib.sha256(refused.value.get_secret_value().encode()).hexdigest()
+            digest = hashlib.sha256(refused.value.get_secret_value().encode()).hexdigest()
+            self._rejected[(organization_id, feature)] = digest
 
-    async def _fetch(self, organization_id: str, min_ttl: float, *, reject: str | None) -> AccessToken:
+    async def _fetch(self, organization_id: str, feature: str, min_ttl: float, *, reject: str | None) -> AccessToken:
         try:
             response = await self._http.post(
                 self._url,
-                json={"organization": organization_id, "min_ttl": min_ttl, "rejected_token_sha256": reject},
+                json={
+                    "organization": organization_id,
+                    "feature": feature,
+                    "min_ttl": min_ttl,
+                    "rejected_token_sha256": reject,
+                },
                 headers={
                     "Authorization": f"Bearer {self._credential.get_secret_value()}",
                     "X-Ehrflow-Service": self._service,

@@ -9,8 +9,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ehrflow_auth.service import ServiceCredentials, TokenService
-from ehrflow_runtime.errors import ConfigurationError, EhrflowError, UpstreamRejected
+from ehrflow_auth.policy import ServicePolicy
+from ehrflow_auth.service import TokenService
+from ehrflow_runtime.errors import ConfigurationError, EhrflowError
 from ehrflow_runtime.organizations import Registry
 
 audit = logging.getLogger("ehrflow.auth.audit")
@@ -20,6 +21,7 @@ JWKS_MAX_AGE_S = 300
 
 class TokenRequest(BaseModel):
     organization: str
+    feature: str = Field(description="The feature of the organization the token is for; its scopes are granted.")
     min_ttl: float = Field(default=60.0, ge=0, le=3600)
     rejected_token_sha256: str | None = Field(
         default=None, pattern=r"^[0-9a-f]{64}$", description="Digest of a token the EHR refused (401): not again."
@@ -30,7 +32,7 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def routes(registry: Registry, tokens: TokenService, credentials: ServiceCredentials, jwks) -> list[Route]:  # type: ignore[no-untyped-def]
+def routes(registry: Registry, tokens: TokenService, policy: ServicePolicy, jwks) -> list[Route]:  # type: ignore[no-untyped-def]
     async def jwks_endpoint(request: Request) -> Response:
         org_id = request.path_params["org"]
         if org_id not in registry:
@@ -44,8 +46,9 @@ def routes(registry: Registry, tokens: TokenService, credentials: ServiceCredent
     async def token_endpoint(request: Request) -> Response:
         service = request.headers.get("x-ehrflow-service")
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not credentials.verify(service, presented):
-            audit.warning("internal token request refused", extra={"service": service, "reason": "unauthenticated"})
+        grant = policy.authenticate(service, presented) if scheme.lower() == "bearer" else None
+        if grant is None:
+            audit.warning("token refused", extra={"service": service, "reason": "unauthenticated"})
             return _error(401, "service authentication required")
         try:
             body = TokenRequest.model_validate_json(await request.body())
@@ -54,15 +57,27 @@ def routes(registry: Registry, tokens: TokenService, credentials: ServiceCredent
         org = registry.get(body.organization)
         if org is None:
             return _error(404, "unknown organization")
+        if body.feature not in org.features:
+            audit.warning(
+                "token refused",
+                extra={"service": service, "org": org.id, "feature": body.feature, "reason": "feature not enabled"},
+            )
+            return _error(403, f"feature '{body.feature}' is not enabled for organization {org.id}")
+        if not grant.allows(org.id, body.feature):
+            audit.warning(
+                "token refused",
+                extra={"service": service, "org": org.id, "feature": body.feature, "reason": "not allowed by policy"},
+            )
+            return _error(403, f"service '{service}' may not get '{body.feature}' tokens for organization {org.id}")
         try:
-            granted = await tokens.token(org, min_ttl=body.min_ttl, reject=body.rejected_token_sha256)
+            granted = await tokens.token(org, body.feature, min_ttl=body.min_ttl, reject=body.rejected_token_sha256)
         except ConfigurationError as exc:
             audit.error("token unavailable", extra={"service": service, "org": org.id, "reason": str(exc)})
             return _error(502, f"organization {org.id} is misconfigured")
-        except (UpstreamRejected, EhrflowError) as exc:
+        except EhrflowError as exc:
             audit.error("token unavailable", extra={"service": service, "org": org.id, "reason": str(exc)})
             return _error(502, f"could not obtain a token for organization {org.id}")
-        audit.info("token served", extra={"service": service, "org": org.id})
+        audit.info("token served", extra={"service": service, "org": org.id, "feature": body.feature})
         return JSONResponse(
             {
                 "access_token": granted.access_token,

@@ -19,14 +19,15 @@ def new_jti() -> str:
     return secrets.token_urlsafe(32)
 
 
-def client_assertion(*, client_id: str, token_endpoint: str, key: Key, now: float | None = None) -> tuple[str, str]:
-    """Return ``(assertion, jti)``. ``aud`` is the exact token endpoint string, not a list."""
+def client_assertion(*, client_id: str, audience: str, key: Key, now: float | None = None) -> tuple[str, str]:
+    """Return ``(assertion, jti)``. ``aud`` is one exact string (the token endpoint, or a vendor's fixed
+    audience), never a list."""
     issued = int(now if now is not None else time.time())
     jti = new_jti()
     claims = {
         "iss": client_id,
         "sub": client_id,
-        "aud": token_endpoint,
+        "aud": audience,
         "jti": jti,
         "iat": issued,
         "exp": issued + LIFETIME_S,

@@ -1,6 +1,11 @@
 """The token cache shared by all auth replicas (Redis), with a single-flight lock per cache key.
 
-Redis owns expiry (the key's TTL is the token's remaining life), so pod clocks do not matter.
+- Redis owns expiry (the key's TTL is the token's remaining life), so pod clocks do not matter.
+- Values are sealed with AES-GCM, the cache key as associated data: a value copied under another
+  organization's key (or read by anyone without the cache secret) does not open, and counts as a miss.
+- One replica asks the EHR while the others wait for its result (``SET NX PX`` lock, owner token,
+  compare-and-delete release).
+- A 429 sets a shared back-off flag; meanwhile a token that still has the caller's minimum life is served.
 """
 
 from __future__ import annotations
@@ -8,18 +13,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from redis.asyncio import Redis
 
+from ehrflow_auth.token_request import RateLimited
 from ehrflow_runtime.errors import UpstreamUnavailable
 from ehrflow_runtime.organizations import Organization
 
 EARLY_REFRESH_S = 60
 """A cached token is served only with at least the caller's minimum + this many seconds left."""
 LOCK_TTL_MS = 15_000
+NONCE_BYTES = 12
 
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -39,27 +49,52 @@ def token_digest(access_token: str) -> str:
     return hashlib.sha256(access_token.encode()).hexdigest()
 
 
-def cache_key(org: Organization, token_endpoint: str) -> str:
-    """Hash of everything that makes a token distinct: two organizations never share a key."""
+def cache_key(org: Organization, feature: str, token_endpoint: str) -> str:
+    """Hash of everything that makes a token distinct (smart-auth.md E1): two organizations, or two
+    features of one organization, never share a key."""
+    auth = org.backend_auth
     parts = [
         org.id,
-        org.backend_auth.client_id,
+        auth.client_id,
         token_endpoint,
+        auth.assertion_audience or token_endpoint,
         org.fhir_base_url,
-        " ".join(sorted(org.backend_auth.scopes)),
-        org.backend_auth.method,
+        feature,
+        " ".join(sorted((org.scope_for(feature) or "").split())),
+        auth.method,
     ]
     digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
     return f"ehrflow:auth:token:{org.id}:{digest}"
 
 
+def organization_pattern(org_id: str) -> str:
+    return f"ehrflow:auth:token:{org_id}:*"
+
+
 class TokenCache:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, secret: bytes) -> None:
+        if len(secret) != 32:
+            raise ValueError("the token cache secret must be 32 bytes (AES-256-GCM)")
         self._redis = redis
+        self._aead = AESGCM(secret)
         self._release = redis.register_script(_RELEASE)
 
-    async def get(self, key: str, min_ttl: float, *, reject: str | None = None) -> CachedToken | None:
-        """A cached token with enough life left, unless its digest is ``reject`` (a caller saw it fail)."""
+    def _seal(self, key: str, payload: dict[str, str]) -> bytes:
+        nonce = os.urandom(NONCE_BYTES)
+        return nonce + self._aead.encrypt(nonce, json.dumps(payload).encode(), key.encode())
+
+    def _open(self, key: str, sealed: bytes) -> dict[str, str] | None:
+        try:
+            plain = self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], key.encode())
+        except (InvalidTag, ValueError):
+            return None
+        data: dict[str, str] = json.loads(plain)
+        return data
+
+    async def get(
+        self, key: str, min_ttl: float, *, reject: str | None = None, margin: float = EARLY_REFRESH_S
+    ) -> CachedToken | None:
+        """A cached token with ``min_ttl + margin`` life left, unless its digest is ``reject``."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(key)
             pipe.pttl(key)
@@ -67,18 +102,20 @@ class TokenCache:
         if raw is None or pttl is None or pttl < 0:
             return None
         remaining = pttl / 1000
-        if remaining < min_ttl + EARLY_REFRESH_S:
+        if remaining < min_ttl + margin:
             return None
-        data = json.loads(raw)
-        if reject is not None and token_digest(data["access_token"]) == reject:
+        data = self._open(key, raw)
+        if data is None or (reject is not None and token_digest(data["access_token"]) == reject):
             return None
         return CachedToken(data["access_token"], data["scope"], remaining)
 
     async def put(self, key: str, access_token: str, scope: str, expires_in: int) -> None:
-        await self._redis.set(key, json.dumps({"access_token": access_token, "scope": scope}), ex=expires_in)
+        await self._redis.set(key, self._seal(key, {"access_token": access_token, "scope": scope}), ex=expires_in)
 
-    async def purge(self, key: str) -> None:
-        await self._redis.delete(key)
+    async def purge_organization(self, org_id: str) -> int:
+        """Drop every cached token of an organization (its key rotated, or it was disabled)."""
+        keys = [k async for k in self._redis.scan_iter(match=organization_pattern(org_id), count=500)]
+        return int(await self._redis.delete(*keys)) if keys else 0
 
     async def get_or_fetch(
         self,
@@ -97,15 +134,22 @@ class TokenCache:
         hit = await self.get(key, min_ttl, reject=reject)
         if hit:
             return hit
+        backoff = f"{key}:backoff"
         lock, owner = f"{key}:lock", secrets.token_hex(16)
         deadline = asyncio.get_running_loop().time() + wait_s
         while True:
+            if await self._redis.exists(backoff):
+                return await self._still_valid(key, min_ttl, reject)
             if await self._redis.set(lock, owner, nx=True, px=LOCK_TTL_MS):
                 try:
                     hit = await self.get(key, min_ttl, reject=reject)  # filled between our miss and our lock?
                     if hit:
                         return hit
-                    access_token, scope, expires_in = await fetch()
+                    try:
+                        access_token, scope, expires_in = await fetch()
+                    except RateLimited as exc:
+                        await self._redis.set(backoff, "1", px=max(1, int(exc.retry_after_s * 1000)))
+                        return await self._still_valid(key, min_ttl, reject)
                     await self.put(key, access_token, scope, expires_in)
                     return CachedToken(access_token, scope, float(expires_in))
                 finally:
@@ -116,3 +160,10 @@ class TokenCache:
                 return hit
             if asyncio.get_running_loop().time() > deadline:
                 raise UpstreamUnavailable("timed out waiting for another replica's token request")
+
+    async def _still_valid(self, key: str, min_ttl: float, reject: str | None) -> CachedToken:
+        """During a 429 back-off: the cached token if it still covers the caller, without early refresh."""
+        hit = await self.get(key, min_ttl, reject=reject, margin=0)
+        if hit is None:
+            raise RateLimited("token endpoint rate-limited and no cached token is valid long enough", retry_after_s=0)
+        return hit

@@ -47,12 +47,14 @@ async def discover(http: httpx.AsyncClient, org: Organization) -> SmartConfigura
         raise ConfigurationError(f"{org.id}: SMART discovery has no token_endpoint")
     if "client_credentials" not in (doc.get("grant_types_supported") or ["client_credentials"]):
         raise ConfigurationError(f"{org.id}: EHR does not offer the client_credentials grant")
+    method = org.backend_auth.method
     methods = doc.get("token_endpoint_auth_methods_supported")
-    if methods is not None and "private_key_jwt" not in methods:
-        raise ConfigurationError(f"{org.id}: EHR does not offer private_key_jwt")
+    if methods is not None and method not in methods:
+        raise ConfigurationError(f"{org.id}: EHR does not offer {method}")
     algs = doc.get("token_endpoint_auth_signing_alg_values_supported")
-    if algs is not None and org.backend_auth.key.alg not in algs:
-        raise ConfigurationError(f"{org.id}: EHR does not accept {org.backend_auth.key.alg} assertions")
+    ours = {k.alg for k in org.backend_auth.keys}
+    if method == "private_key_jwt" and algs is not None and not ours & set(algs):
+        raise ConfigurationError(f"{org.id}: EHR does not accept {'/'.join(sorted(ours))} assertions")
     if _origin(token_endpoint) != org.fhir_origin:
         raise ConfigurationError(f"{org.id}: discovered token endpoint is on a foreign host; pin token_endpoint")
     return SmartConfiguration(token_endpoint)

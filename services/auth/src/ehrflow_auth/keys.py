@@ -1,7 +1,12 @@
-"""Each organization's signing key: loaded once (parsing a PEM costs tens of ms), public half published."""
+"""Each organization's signing keys: loaded once (parsing a PEM costs tens of ms), public halves published.
+
+Rotation (smart-auth.md F2) is data on the keys: a new key is published first, signs from its
+``sign_from`` instant (after verifiers' cached JWKS expired), and the old one disappears at ``retire_at``.
+"""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from joserfc.jwk import ECKey, KeyParameters, RSAKey
@@ -27,14 +32,27 @@ def load_signing_key(spec: SigningKey) -> Key:
 
 
 class KeyRing:
-    """Signing keys by organization id."""
+    """Signing keys by organization id, each with its rotation window."""
 
     def __init__(self, organizations: list[Organization]) -> None:
-        self._keys = {org.id: load_signing_key(org.backend_auth.key) for org in organizations}
+        self._keys: dict[str, list[tuple[SigningKey, Key]]] = {
+            org.id: [(spec, load_signing_key(spec)) for spec in org.backend_auth.keys] for org in organizations
+        }
 
-    def signing_key(self, organization_id: str) -> Key:
-        return self._keys[organization_id]
+    def signing_key(self, organization_id: str, now: datetime | None = None) -> Key:
+        """The newest key allowed to sign now (latest ``sign_from``; unset counts as earliest)."""
+        now = now or datetime.now(UTC)
+        usable = [(spec, key) for spec, key in self._keys.get(organization_id, []) if spec.signing(now)]
+        if not usable:
+            raise ConfigurationError(f"{organization_id}: no signing key is valid now")
+        floor = datetime.min.replace(tzinfo=UTC)
+        return max(usable, key=lambda pair: pair[0].sign_from or floor)[1]
 
-    def public_jwks(self, organization_id: str) -> dict[str, Any]:
-        """The organization's JWKS: public members only (``as_dict(private=False)``)."""
-        return {"keys": [self._keys[organization_id].as_dict(private=False)]}
+    def public_jwks(self, organization_id: str, now: datetime | None = None) -> dict[str, Any]:
+        """Every key not yet retired, public members only (``as_dict(private=False)``)."""
+        now = now or datetime.now(UTC)
+        return {
+            "keys": [
+                key.as_dict(private=False) for spec, key in self._keys.get(organization_id, []) if spec.publishable(now)
+            ]
+        }

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from redis.asyncio import Redis
 from starlette.applications import Starlette
@@ -11,8 +13,10 @@ from starlette.applications import Starlette
 from ehrflow_auth.app import routes
 from ehrflow_auth.cache import TokenCache
 from ehrflow_auth.keys import KeyRing
-from ehrflow_auth.service import ServiceCredentials, TokenService
+from ehrflow_auth.policy import ServicePolicy
+from ehrflow_auth.service import TokenService
 from ehrflow_auth.settings import AuthSettings
+from ehrflow_runtime.errors import ConfigurationError
 from ehrflow_runtime.health import health_routes
 from ehrflow_runtime.logging import configure_logging
 from ehrflow_runtime.organizations import load_registry
@@ -23,10 +27,11 @@ from ehrflow_runtime.telemetry import configure_telemetry
 def create_app(settings: AuthSettings) -> Starlette:
     registry = load_registry(settings.organizations_file)
     keys = KeyRing(list(registry))
-    credentials = ServiceCredentials(settings.service_credentials_dir)
+    policy = ServicePolicy.load(settings.service_policy_file)
     redis = Redis.from_url(settings.redis_url.get_secret_value())
     http = make_http_client()
-    tokens = TokenService(registry, keys, TokenCache(redis), http, attempts=settings.token_request_attempts)
+    cache = TokenCache(redis, read_cache_secret(settings.token_cache_key_file))
+    tokens = TokenService(keys, cache, http, attempts=settings.token_request_attempts)
 
     async def redis_ready() -> bool:
         try:
@@ -43,9 +48,23 @@ def create_app(settings: AuthSettings) -> Starlette:
             await redis.aclose()
 
     return Starlette(
-        routes=[*routes(registry, tokens, credentials, keys.public_jwks), *health_routes({"redis": redis_ready})],
+        routes=[*routes(registry, tokens, policy, keys.public_jwks), *health_routes({"redis": redis_ready})],
         lifespan=lifespan,
     )
+
+
+def read_cache_secret(path: Path) -> bytes:
+    """32 bytes, given raw or as base64 text (what ``openssl rand -base64 32`` prints)."""
+    raw = path.read_bytes()
+    if len(raw) == 32:
+        return raw
+    try:
+        decoded = base64.b64decode(raw.strip(), validate=True)
+    except ValueError:
+        decoded = b""
+    if len(decoded) != 32:
+        raise ConfigurationError(f"{path}: the token cache key must be 32 bytes (raw or base64)")
+    return decoded
 
 
 def main() -> None:

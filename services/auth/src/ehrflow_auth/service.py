@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
-from pydantic import SecretStr
 
 from ehrflow_auth.cache import TokenCache, cache_key
 from ehrflow_auth.discovery import SmartConfiguration, discover
 from ehrflow_auth.keys import KeyRing
 from ehrflow_auth.token_request import request_token
-from ehrflow_runtime.organizations import Organization, Registry
-from ehrflow_runtime.settings import read_secret_file
+from ehrflow_runtime.organizations import Organization
 
 
 @dataclass(frozen=True)
@@ -25,27 +21,8 @@ class GrantedToken:
     scope: str
 
 
-class ServiceCredentials:
-    """The credentials of services allowed to call the internal API, one file per service."""
-
-    def __init__(self, folder: Path) -> None:
-        self._secrets: dict[str, SecretStr] = {
-            p.name: read_secret_file(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")
-        }
-
-    def verify(self, service: str | None, presented: str | None) -> bool:
-        expected = self._secrets.get(service or "")
-        # compare_digest on bytes: constant time for equal lengths, and no early exit on the content.
-        candidate = (presented or "").encode()
-        reference = expected.get_secret_value().encode() if expected else b"\x00" * max(1, len(candidate))
-        return hmac.compare_digest(candidate, reference) and expected is not None
-
-
 class TokenService:
-    def __init__(
-        self, registry: Registry, keys: KeyRing, cache: TokenCache, http: httpx.AsyncClient, *, attempts: int = 3
-    ) -> None:
-        self._registry = registry
+    def __init__(self, keys: KeyRing, cache: TokenCache, http: httpx.AsyncClient, *, attempts: int = 3) -> None:
         self._keys = keys
         self._cache = cache
         self._http = http
@@ -58,13 +35,17 @@ class TokenService:
             found = self._discovered[org.id] = await discover(self._http, org)
         return found
 
-    async def token(self, org: Organization, *, min_ttl: float = 60.0, reject: str | None = None) -> GrantedToken:
+    async def token(
+        self, org: Organization, feature: str, *, min_ttl: float = 60.0, reject: str | None = None
+    ) -> GrantedToken:
+        """A token for one enabled feature of ``org`` (the caller checked the feature and its grant)."""
         config = await self._configuration(org)
-        key = cache_key(org, config.token_endpoint)
+        key = cache_key(org, feature, config.token_endpoint)
 
         async def fetch() -> tuple[str, str, int]:
+            signing = self._keys.signing_key(org.id) if org.backend_auth.method == "private_key_jwt" else None
             issued = await request_token(
-                self._http, org, self._keys.signing_key(org.id), config.token_endpoint, attempts=self._attempts
+                self._http, org, signing, config.token_endpoint, scope=org.scope_for(feature), attempts=self._attempts
             )
             return issued.access_token, issued.scope, issued.expires_in
 

@@ -9,7 +9,8 @@ from ehrflow_runtime.settings import CommonSettings
 
 class AuthSettings(CommonSettings):
     port: int = 8001
-    service_credentials_dir: Path = Field(
-        description="Folder with one file per calling service (file name = service name, content = its credential)."
+    service_policy_file: Path = Field(description="Which service may get tokens for which organizations and features.")
+    token_cache_key_file: Path = Field(
+        description="32 random bytes (raw, or base64 text) sealing cached tokens (AES-256-GCM); from a Secret."
     )
     token_request_attempts: int = Field(default=3, ge=1, le=6)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import random
 import time
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import httpx
 
@@ -14,11 +16,20 @@ from ehrflow_auth.assertion import ASSERTION_TYPE, client_assertion
 from ehrflow_auth.keys import Key
 from ehrflow_runtime.errors import ConfigurationError, UpstreamRejected, UpstreamUnavailable
 from ehrflow_runtime.organizations import Organization
+from ehrflow_runtime.settings import read_secret_file
 
 log = logging.getLogger("ehrflow.auth.audit")
 
 DEFAULT_LIFETIME_S = 300
 """Lifetime assumed when the EHR sends no ``expires_in``."""
+
+
+class RateLimited(UpstreamUnavailable):
+    """The token endpoint answered 429: wait ``retry_after_s`` before asking again."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -44,44 +55,66 @@ def parse_token_response(org_id: str, body: object, requested_scope: str) -> Iss
     return IssuedToken(token, max(1, expires_in), str(body.get("scope") or requested_scope))
 
 
+def _client_authentication(
+    org: Organization, key: Key | None, token_endpoint: str
+) -> tuple[dict[str, str], dict[str, str], str | None]:
+    """Form fields, headers and the assertion's jti for one attempt (a new assertion every time)."""
+    auth = org.backend_auth
+    if auth.method == "client_secret_basic":
+        assert auth.client_secret_file is not None  # the registry guarantees it
+        secret = read_secret_file(auth.client_secret_file).get_secret_value()
+        basic = base64.b64encode(f"{quote(auth.client_id, safe='')}:{quote(secret, safe='')}".encode()).decode()
+        return {}, {"Authorization": f"Basic {basic}"}, None
+    assert key is not None
+    assertion, jti = client_assertion(
+        client_id=auth.client_id, audience=auth.assertion_audience or token_endpoint, key=key
+    )
+    return {"client_assertion_type": ASSERTION_TYPE, "client_assertion": assertion}, {}, jti
+
+
 async def request_token(
-    http: httpx.AsyncClient, org: Organization, key: Key, token_endpoint: str, *, attempts: int = 3
+    http: httpx.AsyncClient,
+    org: Organization,
+    key: Key | None,
+    token_endpoint: str,
+    *,
+    scope: str | None,
+    attempts: int = 3,
+    backoff_s: float = 0.2,
 ) -> IssuedToken:
     """Ask the EHR for a token. Every attempt signs a new assertion (a ``jti`` is never reused).
 
     ``invalid_client`` gets one more try with a fresh assertion (covers a key rotation in flight);
-    5xx, 429 and timeouts back off with jitter; other OAuth errors are configuration errors.
+    5xx, 429 and timeouts back off with jitter (429 as long as ``Retry-After`` says, up to 5 s here; a
+    longer one raises RateLimited so the cache can keep serving a still-valid token); other OAuth errors
+    are configuration errors.
     """
-    scope = " ".join(org.backend_auth.scopes)
     invalid_client_retried = False
+    failure: Exception = UpstreamUnavailable(f"{org.id}: no attempt made")
     for attempt in range(1, attempts + 1):
-        assertion, jti = client_assertion(client_id=org.backend_auth.client_id, token_endpoint=token_endpoint, key=key)
-        form = {
-            "grant_type": "client_credentials",
-            "scope": scope,
-            "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": assertion,
-        }
+        fields, headers, jti = _client_authentication(org, key, token_endpoint)
+        form = {"grant_type": "client_credentials", **({"scope": scope} if scope else {}), **fields}
         started = time.perf_counter()
         try:
-            response = await http.post(token_endpoint, data=form, headers={"Accept": "application/json"})
+            response = await http.post(token_endpoint, data=form, headers={"Accept": "application/json", **headers})
         except httpx.HTTPError as exc:
-            failure: Exception = UpstreamUnavailable(f"{org.id}: token endpoint unreachable ({type(exc).__name__})")
+            failure = UpstreamUnavailable(f"{org.id}: token endpoint unreachable ({type(exc).__name__})")
         else:
             audit = {
                 "org": org.id,
-                "kid": key.kid,
+                "kid": key.kid if key is not None else None,
                 "jti": jti,
+                "method": org.backend_auth.method,
                 "status": response.status_code,
                 "attempt": attempt,
                 "ms": round((time.perf_counter() - started) * 1000, 1),
             }
             if response.status_code == 200:
                 try:
-                    issued = parse_token_response(org.id, response.json(), scope)
+                    issued = parse_token_response(org.id, response.json(), scope or "")
                 except ValueError:
                     raise UpstreamRejected(f"{org.id}: token response is not JSON", status=502) from None
-                log.info("token issued", extra={**audit, "expires_in": issued.expires_in})
+                log.info("token issued", extra={**audit, "expires_in": issued.expires_in, "scope": issued.scope})
                 return issued
             error = _oauth_error(response)
             log.warning("token refused", extra={**audit, "oauth_error": error})
@@ -92,14 +125,25 @@ async def request_token(
                 raise ConfigurationError(
                     f"{org.id}: token endpoint refused the client ({error or response.status_code})"
                 )
-            failure = UpstreamUnavailable(f"{org.id}: token endpoint answered {response.status_code}")
-            retry_after = response.headers.get("Retry-After")
-            if response.status_code == 429 and retry_after and retry_after.isdigit():
-                await asyncio.sleep(min(float(retry_after), 5.0))
+            if response.status_code == 429:
+                wait = _retry_after(response)
+                if wait > 5.0 or attempt == attempts:
+                    raise RateLimited(f"{org.id}: token endpoint rate-limited us", retry_after_s=wait)
+                await asyncio.sleep(wait)
                 continue
+            failure = UpstreamUnavailable(f"{org.id}: token endpoint answered {response.status_code}")
         if attempt < attempts:
-            await asyncio.sleep(min(0.2 * 2**attempt, 2.0) * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
+            await asyncio.sleep(min(backoff_s * 2**attempt, 2.0) * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
     raise failure
+
+
+def _retry_after(response: httpx.Response, default: float = 60.0) -> float:
+    """``Retry-After`` in seconds (delta form); athenahealth-style limits reset within the minute."""
+    value = response.headers.get("Retry-After", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return default
 
 
 def _oauth_error(response: httpx.Response) -> str | None:

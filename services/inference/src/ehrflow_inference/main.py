@@ -23,6 +23,9 @@ from ehrflow_runtime.settings import KafkaSettings, read_secret_file
 from ehrflow_runtime.telemetry import configure_telemetry
 from ehrflow_runtime.tokens import TokenClient
 
+FEATURE = "news2"
+"""The organization feature whose scopes this service's FHIR calls use."""
+
 
 def create_app(settings: InferenceSettings, broker: KafkaBroker | None = None) -> Starlette:
     registry = load_registry(settings.organizations_file)
@@ -34,7 +37,7 @@ def create_app(settings: InferenceSettings, broker: KafkaBroker | None = None) -
         service_name=settings.auth.service_name,
         credential=read_secret_file(settings.auth.credential_file),
     )
-    clients = {org.id: FhirClient(http, tokens, org) for org in registry}
+    clients = {org.id: FhirClient(http, tokens, org, FEATURE) for org in registry}
     deps = Deps(registry=registry, fhir_for=clients.__getitem__, retry_delay_s=settings.retry_delay_s)
     declare(broker, lambda: deps)
 

@@ -26,6 +26,9 @@ from ehrflow_writeback.handlers import Deps, declare
 from ehrflow_writeback.queue import ReviewQueue
 from ehrflow_writeback.settings import WritebackSettings
 
+FEATURE = "news2"
+"""The organization feature whose scopes this service's FHIR calls use."""
+
 
 def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -> Starlette:
     registry = load_registry(settings.organizations_file)
@@ -38,7 +41,7 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
         service_name=settings.auth.service_name,
         credential=read_secret_file(settings.auth.credential_file),
     )
-    clients = {org.id: FhirClient(http, tokens, org) for org in registry}
+    clients = {org.id: FhirClient(http, tokens, org, FEATURE) for org in registry}
     queue = ReviewQueue(redis)
     deps = Deps(queue=queue, fhir_for=clients.__getitem__, retry_delay_s=settings.retry_delay_s)
     publishers = declare(broker, lambda: deps)
