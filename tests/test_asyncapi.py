@@ -13,7 +13,7 @@ from ehrflow_devstack.asyncapi import render
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "asyncapi"
 
 
-@pytest.mark.parametrize("service", ["ingest", "inference", "writeback"])
+@pytest.mark.parametrize("service", ["auth", "ingest", "inference", "writeback"])
 def test_committed_document_matches_the_code(service: str) -> None:
     committed = (DOCS / f"{service}.yaml").read_text(encoding="utf-8")
     assert committed == render()[service], f"docs/asyncapi/{service}.yaml is stale: run `make asyncapi`"

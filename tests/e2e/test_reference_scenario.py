@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from ehrflow_contracts import ReviewDecided, topics
 from ehrflow_contracts.fhir import SYSTEM_DRAFT
 from ehrflow_devstack.config import ORGS
 from ehrflow_devstack.demo import ScenarioResult, report, run_scenario
+from ehrflow_devstack.kafka_read import read_topic
 from ehrflow_devstack.scenario import Ehr, cases
 from ehrflow_devstack.stack import Stack
 from ehrflow_writeback.queue import ReviewQueue
@@ -158,6 +160,10 @@ def test_service_logs_carry_no_phi_tokens_or_keys(stack: Stack, scenario: Scenar
     logs = {name: (stack.logs / f"{name}.log").read_text() for name in SERVICES}
     assert all(logs.values()), "every service wrote a log"
     assert sum(text.count("\n") for text in logs.values()) > 20
+    assert stack.broker
+    audit = json.dumps(read_topic(stack.broker.url, topics.AUDIT))
+    assert '"token.issued"' in audit
+    logs["audit topic"] = audit
     leaks = [
         f"{what} in {name}.log"
         for what, value in _secrets(stack).items()
@@ -171,7 +177,6 @@ def test_service_logs_carry_no_phi_tokens_or_keys(stack: Stack, scenario: Scenar
 
 
 def test_logs_are_json_lines(stack: Stack, scenario: ScenarioResult) -> None:
-    import json
 
     for name in SERVICES:
         for line in Path(stack.logs / f"{name}.log").read_text().splitlines():

@@ -11,6 +11,8 @@ import httpx
 import pytest
 import yaml
 
+from ehrflow_contracts import topics
+from ehrflow_devstack.kafka_read import read_topic
 from ehrflow_devstack.processes import Process, free_port, http_ok
 from ehrflow_devstack.stack import Stack
 
@@ -127,3 +129,15 @@ def test_a_service_allowed_one_organization_cannot_get_the_others_token(stack: S
     assert _token(org1_only_auth, stack, "org1").status_code == 200
     refused = _token(org1_only_auth, stack, "org2")
     assert refused.status_code == 403 and "access_token" not in refused.text
+
+
+def test_issues_and_refusals_are_audited_on_the_audit_topic(stack: Stack) -> None:
+    assert stack.broker
+    assert _token(stack.urls["auth"], stack, "org2", "news2", service="ingest").status_code == 403
+    assert _token(stack.urls["auth"], stack, "org2").status_code == 200
+    records = read_topic(stack.broker.url, topics.AUDIT)
+    refused = [r for r in records if r["action"] == "token.refused" and r["actor"] == "ingest"]
+    assert any(r["organization_id"] == "org2" and r["details"]["reason"] == "not allowed by policy" for r in refused)
+    issued = [r for r in records if r["action"] == "token.issued" and r["organization_id"] == "org2"]
+    assert issued and issued[0]["details"]["kid"] == "org2-key-1" and len(issued[0]["details"]["jti"]) >= 22
+    assert any(r["action"] == "token.served" and r["actor"] == "inference" for r in records)

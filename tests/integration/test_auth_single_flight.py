@@ -64,10 +64,10 @@ def replicas(stack: Stack, tmp_path: Path) -> Iterator[tuple[list[str], str, str
                 [sys.executable, "-m", "ehrflow_auth.main"],
                 tmp_path / f"auth-{i}.log",
                 env={
+                    **stack.service_env("auth"),
                     "EHRFLOW_ORGANIZATIONS_FILE": str(config.organizations_file),
                     "EHRFLOW_SERVICE_POLICY_FILE": str(config.policy_file),
                     "EHRFLOW_TOKEN_CACHE_KEY_FILE": str(config.cache_key_file),
-                    "EHRFLOW_REDIS_URL": stack.redis.url,
                     "EHRFLOW_PORT": url.rsplit(":", 1)[1],
                 },
                 ready=lambda url=url: http_ok(f"{url}/readyz"),

@@ -10,15 +10,16 @@ from faststream import FastStream
 
 
 def _apps() -> dict[str, Callable[[], FastStream]]:
+    from ehrflow_auth.main import asyncapi as auth
     from ehrflow_inference.main import asyncapi as inference
     from ehrflow_ingest.main import asyncapi as ingest
     from ehrflow_writeback.main import asyncapi as writeback
 
-    return {"ingest": ingest, "inference": inference, "writeback": writeback}
+    return {"auth": auth, "ingest": ingest, "inference": inference, "writeback": writeback}
 
 
 def render() -> dict[str, str]:
-    """``{service: yaml}`` for every service with a Kafka surface (auth has none yet).
+    """``{service: yaml}`` for every service.
 
     Keys are sorted: FastStream lists publishers in no stable order, and the committed documents
     must only change when the declarations do.

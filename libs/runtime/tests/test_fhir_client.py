@@ -24,7 +24,8 @@ async def test_reads_with_a_bearer_token_from_auth(organization: Organization) -
     assert (await fhir.read("Patient/p1"))["id"] == "p1"
     token_call, read = ehr.requests
     assert (
-        token_call.headers["x-ehrflow-service"] == "inference" and token_call.headers["authorization"] == "Bearer credential"
+        token_call.headers["x-ehrflow-service"] == "inference"
+        and token_call.headers["authorization"] == "Bearer credential"
     )
     assert read.headers["authorization"] == "Bearer token-1"
     assert json.loads(token_call.content)["feature"] == "news2"

@@ -7,6 +7,7 @@ models from here so that a topic is named once and an event has one definition.
 from ehrflow_contracts import topics
 from ehrflow_contracts.envelope import Envelope
 from ehrflow_contracts.events import (
+    AuditRecorded,
     ContentLevel,
     DeadLettered,
     DraftProposed,
@@ -22,6 +23,7 @@ from ehrflow_contracts.events import (
 )
 
 __all__ = [
+    "AuditRecorded",
     "ContentLevel",
     "DeadLettered",
     "DraftProposed",

@@ -117,3 +117,13 @@ class DeadLettered(Envelope):
     source_topic: str
     error: str
     payload: dict[str, Any] | None = None
+
+
+class AuditRecorded(Envelope):
+    """Who did what, for which organization, with which outcome. Ids and references only: never a token,
+    an assertion, a key or patient data beyond a reference."""
+
+    action: str = Field(description="e.g. `token.issued`, `token.refused`, `token.served`, `session.started`.")
+    outcome: Literal["success", "failure"]
+    actor: str = Field(description="The calling service, or the user (`Practitioner/…`) of a session.")
+    details: dict[str, str | int | float | None] = Field(default_factory=dict)

@@ -24,6 +24,9 @@ REVIEW_DECIDED = "ehrflow.writeback.review.decided.v1"
 WRITEBACK_COMPLETED = "ehrflow.writeback.write.completed.v1"
 """An approved draft was written to its organization's EHR (or definitively failed)."""
 
+AUDIT = "ehrflow.auth.audit.recorded.v1"
+"""Security-relevant facts: tokens issued or refused, launches, sessions. Never a token or a key."""
+
 DEAD_LETTER = "ehrflow.platform.message.deadlettered.v1"
 """Messages a consumer could not process for a permanent reason."""
 
@@ -35,5 +38,6 @@ ALL: tuple[str, ...] = (
     INFERENCE_OUTCOME,
     REVIEW_DECIDED,
     WRITEBACK_COMPLETED,
+    AUDIT,
     DEAD_LETTER,
 )

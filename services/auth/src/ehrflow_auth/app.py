@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import logging
-
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ehrflow_auth.audit import Auditor
 from ehrflow_auth.policy import ServicePolicy
 from ehrflow_auth.service import TokenService
 from ehrflow_runtime.errors import ConfigurationError, EhrflowError
 from ehrflow_runtime.organizations import Registry
-
-audit = logging.getLogger("ehrflow.auth.audit")
 
 JWKS_MAX_AGE_S = 300
 
@@ -32,7 +29,7 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def routes(registry: Registry, tokens: TokenService, policy: ServicePolicy, jwks) -> list[Route]:  # type: ignore[no-untyped-def]
+def routes(registry: Registry, tokens: TokenService, policy: ServicePolicy, auditor: Auditor, jwks) -> list[Route]:  # type: ignore[no-untyped-def]
     async def jwks_endpoint(request: Request) -> Response:
         org_id = request.path_params["org"]
         if org_id not in registry:
@@ -45,11 +42,18 @@ def routes(registry: Registry, tokens: TokenService, policy: ServicePolicy, jwks
 
     async def token_endpoint(request: Request) -> Response:
         service = request.headers.get("x-ehrflow-service")
+
+        async def refuse(
+            status: int, message: str, reason: str, org: str | None = None, feature: str | None = None
+        ) -> JSONResponse:
+            details = {"reason": reason, "feature": feature}
+            await auditor.record("token.refused", organization=org, actor=service, outcome="failure", details=details)
+            return _error(status, message)
+
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
         grant = policy.authenticate(service, presented) if scheme.lower() == "bearer" else None
         if grant is None:
-            audit.warning("token refused", extra={"service": service, "reason": "unauthenticated"})
-            return _error(401, "service authentication required")
+            return await refuse(401, "service authentication required", "unauthenticated")
         try:
             body = TokenRequest.model_validate_json(await request.body())
         except ValidationError as exc:
@@ -57,27 +61,27 @@ def routes(registry: Registry, tokens: TokenService, policy: ServicePolicy, jwks
         org = registry.get(body.organization)
         if org is None:
             return _error(404, "unknown organization")
-        if body.feature not in org.features:
-            audit.warning(
-                "token refused",
-                extra={"service": service, "org": org.id, "feature": body.feature, "reason": "feature not enabled"},
-            )
-            return _error(403, f"feature '{body.feature}' is not enabled for organization {org.id}")
-        if not grant.allows(org.id, body.feature):
-            audit.warning(
-                "token refused",
-                extra={"service": service, "org": org.id, "feature": body.feature, "reason": "not allowed by policy"},
-            )
-            return _error(403, f"service '{service}' may not get '{body.feature}' tokens for organization {org.id}")
+        feature = body.feature
+        if feature not in org.features:
+            message = f"feature '{feature}' is not enabled for organization {org.id}"
+            return await refuse(403, message, "feature not enabled", org.id, feature)
+        if not grant.allows(org.id, feature):
+            message = f"service '{service}' may not get '{feature}' tokens for organization {org.id}"
+            return await refuse(403, message, "not allowed by policy", org.id, feature)
         try:
-            granted = await tokens.token(org, body.feature, min_ttl=body.min_ttl, reject=body.rejected_token_sha256)
+            granted = await tokens.token(org, feature, min_ttl=body.min_ttl, reject=body.rejected_token_sha256)
         except ConfigurationError as exc:
-            audit.error("token unavailable", extra={"service": service, "org": org.id, "reason": str(exc)})
-            return _error(502, f"organization {org.id} is misconfigured")
+            return await refuse(502, f"organization {org.id} is misconfigured", str(exc), org.id, feature)
         except EhrflowError as exc:
-            audit.error("token unavailable", extra={"service": service, "org": org.id, "reason": str(exc)})
-            return _error(502, f"could not obtain a token for organization {org.id}")
-        audit.info("token served", extra={"service": service, "org": org.id, "feature": body.feature})
+            return await refuse(502, f"could not obtain a token for organization {org.id}", str(exc), org.id, feature)
+        await auditor.record(
+            "token.served",
+            organization=org.id,
+            actor=service,
+            outcome="success",
+            confirm=False,
+            details={"feature": feature, "scope": granted.scope},
+        )
         return JSONResponse(
             {
                 "access_token": granted.access_token,

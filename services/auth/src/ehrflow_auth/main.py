@@ -7,20 +7,28 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+from faststream.kafka.publisher import DefaultPublisher
+from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from ehrflow_auth.app import routes
+from ehrflow_auth.audit import Auditor
 from ehrflow_auth.cache import TokenCache
 from ehrflow_auth.keys import KeyRing
 from ehrflow_auth.policy import ServicePolicy
 from ehrflow_auth.service import TokenService
 from ehrflow_auth.settings import AuthSettings
+from ehrflow_contracts import AuditRecorded, topics
+from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
 from ehrflow_runtime.errors import ConfigurationError
 from ehrflow_runtime.health import health_routes
 from ehrflow_runtime.logging import configure_logging
 from ehrflow_runtime.organizations import load_registry
 from ehrflow_runtime.serve import make_http_client, run_asgi
+from ehrflow_runtime.settings import KafkaSettings
 from ehrflow_runtime.telemetry import configure_telemetry
 
 
@@ -31,7 +39,9 @@ def create_app(settings: AuthSettings) -> Starlette:
     redis = Redis.from_url(settings.redis_url.get_secret_value())
     http = make_http_client()
     cache = TokenCache(redis, read_cache_secret(settings.token_cache_key_file))
-    tokens = TokenService(keys, cache, http, attempts=settings.token_request_attempts)
+    broker = make_broker(settings.kafka, client_id="auth")
+    auditor = Auditor(declare(broker), confirm_timeout_s=settings.kafka.publish_timeout_s)
+    tokens = TokenService(keys, cache, http, auditor, attempts=settings.token_request_attempts)
 
     async def redis_ready() -> bool:
         try:
@@ -41,16 +51,37 @@ def create_app(settings: AuthSettings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await ensure_topics(settings.kafka, [topics.AUDIT])
+        await broker.start()
         try:
             yield
         finally:
+            await broker.stop()
             await http.aclose()
             await redis.aclose()
 
+    async def broker_ok() -> bool:
+        return await broker_ready(broker)
+
     return Starlette(
-        routes=[*routes(registry, tokens, policy, keys.public_jwks), *health_routes({"redis": redis_ready})],
+        routes=[
+            *routes(registry, tokens, policy, auditor, keys.public_jwks),
+            *health_routes({"redis": redis_ready, "broker": broker_ok}),
+        ],
         lifespan=lifespan,
     )
+
+
+def declare(broker: KafkaBroker) -> DefaultPublisher:
+    return broker.publisher(
+        topics.AUDIT, schema=AuditRecorded, description="Tokens issued or refused, launches, sessions."
+    )
+
+
+def asyncapi() -> FastStream:
+    broker = make_broker(KafkaSettings(bootstrap_servers="kafka:9092"), client_id="auth")
+    declare(broker)
+    return FastStream(broker, specification=AsyncAPI(broker, title="ehrflow auth", version="1"))
 
 
 def read_cache_secret(path: Path) -> bytes:

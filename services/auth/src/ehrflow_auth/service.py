@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from ehrflow_auth.audit import Auditor
 from ehrflow_auth.cache import TokenCache, cache_key
 from ehrflow_auth.discovery import SmartConfiguration, discover
 from ehrflow_auth.keys import KeyRing
@@ -22,8 +23,11 @@ class GrantedToken:
 
 
 class TokenService:
-    def __init__(self, keys: KeyRing, cache: TokenCache, http: httpx.AsyncClient, *, attempts: int = 3) -> None:
+    def __init__(
+        self, keys: KeyRing, cache: TokenCache, http: httpx.AsyncClient, auditor: Auditor, *, attempts: int = 3
+    ) -> None:
         self._keys = keys
+        self._auditor = auditor
         self._cache = cache
         self._http = http
         self._attempts = attempts
@@ -45,7 +49,13 @@ class TokenService:
         async def fetch() -> tuple[str, str, int]:
             signing = self._keys.signing_key(org.id) if org.backend_auth.method == "private_key_jwt" else None
             issued = await request_token(
-                self._http, org, signing, config.token_endpoint, scope=org.scope_for(feature), attempts=self._attempts
+                self._http,
+                org,
+                signing,
+                config.token_endpoint,
+                scope=org.scope_for(feature),
+                attempts=self._attempts,
+                auditor=self._auditor,
             )
             return issued.access_token, issued.scope, issued.expires_in
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import logging
 import random
 import time
 from dataclasses import dataclass
@@ -13,12 +12,11 @@ from urllib.parse import quote
 import httpx
 
 from ehrflow_auth.assertion import ASSERTION_TYPE, client_assertion
+from ehrflow_auth.audit import Auditor, Detail
 from ehrflow_auth.keys import Key
 from ehrflow_runtime.errors import ConfigurationError, UpstreamRejected, UpstreamUnavailable
 from ehrflow_runtime.organizations import Organization
 from ehrflow_runtime.settings import read_secret_file
-
-log = logging.getLogger("ehrflow.auth.audit")
 
 DEFAULT_LIFETIME_S = 300
 """Lifetime assumed when the EHR sends no ``expires_in``."""
@@ -81,6 +79,7 @@ async def request_token(
     scope: str | None,
     attempts: int = 3,
     backoff_s: float = 0.2,
+    auditor: Auditor | None = None,
 ) -> IssuedToken:
     """Ask the EHR for a token. Every attempt signs a new assertion (a ``jti`` is never reused).
 
@@ -89,6 +88,7 @@ async def request_token(
     longer one raises RateLimited so the cache can keep serving a still-valid token); other OAuth errors
     are configuration errors.
     """
+    auditor = auditor or Auditor(None)
     invalid_client_retried = False
     failure: Exception = UpstreamUnavailable(f"{org.id}: no attempt made")
     for attempt in range(1, attempts + 1):
@@ -100,8 +100,7 @@ async def request_token(
         except httpx.HTTPError as exc:
             failure = UpstreamUnavailable(f"{org.id}: token endpoint unreachable ({type(exc).__name__})")
         else:
-            audit = {
-                "org": org.id,
+            audit: dict[str, Detail] = {
                 "kid": key.kid if key is not None else None,
                 "jti": jti,
                 "method": org.backend_auth.method,
@@ -114,10 +113,22 @@ async def request_token(
                     issued = parse_token_response(org.id, response.json(), scope or "")
                 except ValueError:
                     raise UpstreamRejected(f"{org.id}: token response is not JSON", status=502) from None
-                log.info("token issued", extra={**audit, "expires_in": issued.expires_in, "scope": issued.scope})
+                await auditor.record(
+                    "token.issued",
+                    organization=org.id,
+                    actor=org.backend_auth.client_id,
+                    outcome="success",
+                    details={**audit, "expires_in": issued.expires_in, "scope": issued.scope},
+                )
                 return issued
             error = _oauth_error(response)
-            log.warning("token refused", extra={**audit, "oauth_error": error})
+            await auditor.record(
+                "token.refused",
+                organization=org.id,
+                actor=org.backend_auth.client_id,
+                outcome="failure",
+                details={**audit, "oauth_error": error},
+            )
             if error == "invalid_client" and not invalid_client_retried:
                 invalid_client_retried = True
                 continue
