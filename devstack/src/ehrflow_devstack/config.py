@@ -44,6 +44,9 @@ FEATURES = {
 POLICY = {"inference": ["news2"], "writeback": ["news2"], "ingest": ["subscriptions"]}
 """Services that may call the auth service's internal token API, and for which features (every organization)."""
 
+INTROSPECTORS = {"writeback"}
+"""Services that may ask the auth service whose clinician session a request carries (the review API)."""
+
 
 @dataclass(frozen=True)
 class OrgSpec:
@@ -119,6 +122,7 @@ def generate(folder: Path) -> GeneratedConfig:
                         "credential_file": f"service-credentials/{name}",
                         "organizations": ["*"],
                         "features": features,
+                        "introspect_sessions": name in INTROSPECTORS,
                     }
                     for name, features in POLICY.items()
                 }

@@ -7,6 +7,7 @@ answers, else a local process from a pip-installed binary.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from ehrflow_devstack.parts import Part, start_broker
 from ehrflow_devstack.stack import Stack
 from ehrflow_runtime.organizations import Organization
 
-STATE = Path(__file__).resolve().parents[3] / ".ehrflow" / "test"
+STATE = Path(os.environ.get("EHRFLOW_TEST_STATE") or Path(__file__).resolve().parents[3] / ".ehrflow" / "test")
+"""Where the test stack keeps its state and logs; set ``EHRFLOW_TEST_STATE`` to run two sessions at once."""
 
 
 @pytest.fixture(scope="session")

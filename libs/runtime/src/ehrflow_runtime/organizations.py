@@ -76,6 +76,19 @@ class BackendAuth(_Strict):
         return self
 
 
+class Launch(_Strict):
+    """Clinician SMART App Launch (EHR launch and standalone) at this organization."""
+
+    client_id: str = Field(min_length=1, description="Our public client id at the EHR's authorization server.")
+    redirect_uri: str = Field(description="Our callback for this organization: `https://<auth>/launch/<org>/callback`.")
+    issuers: tuple[str, ...] = Field(
+        min_length=1, description="Allowed `iss` values (FHIR bases); the first is used for standalone launches."
+    )
+    scopes: tuple[str, ...] = ("launch", "openid", "fhirUser", "patient/*.read")
+    return_url: str = Field(description="Where the browser goes after a launch; the session id follows as `#session=`.")
+    session_ttl_s: int = Field(default=8 * 3600, gt=0, le=24 * 3600)
+
+
 class WebhookSecret(_Strict):
     header: str = Field(min_length=1, pattern=r"^[A-Za-z0-9-]+$", description="Header the EHR sends it in.")
     file: Path
@@ -122,6 +135,7 @@ class Organization(_Strict):
     )
     ingest: Ingest
     review: Review
+    launch: Launch | None = None
     workflows: Workflows = Workflows()
 
     @field_validator("features")

@@ -8,10 +8,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ehrflow_auth.audit import Auditor
+from ehrflow_auth.live import LiveConfig
 from ehrflow_auth.policy import ServicePolicy
 from ehrflow_auth.service import TokenService
 from ehrflow_runtime.errors import ConfigurationError, EhrflowError
-from ehrflow_runtime.organizations import Registry
 
 JWKS_MAX_AGE_S = 300
 
@@ -29,13 +29,13 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def routes(registry: Registry, tokens: TokenService, policy: ServicePolicy, auditor: Auditor, jwks) -> list[Route]:  # type: ignore[no-untyped-def]
+def routes(live: LiveConfig, tokens: TokenService, policy: ServicePolicy, auditor: Auditor) -> list[Route]:
     async def jwks_endpoint(request: Request) -> Response:
         org_id = request.path_params["org"]
-        if org_id not in registry:
+        if org_id not in live.registry:
             return _error(404, "unknown organization")
         return JSONResponse(
-            jwks(org_id),
+            live.keys.public_jwks(org_id),
             headers={"Cache-Control": f"public, max-age={JWKS_MAX_AGE_S}"},
             media_type="application/jwk-set+json",
         )
@@ -58,7 +58,7 @@ def routes(registry: Registry, tokens: TokenService, policy: ServicePolicy, audi
             body = TokenRequest.model_validate_json(await request.body())
         except ValidationError as exc:
             return _error(400, f"invalid request: {exc.errors()[0]['loc']}")
-        org = registry.get(body.organization)
+        org = live.registry.get(body.organization)
         if org is None:
             return _error(404, "unknown organization")
         feature = body.feature

@@ -48,6 +48,12 @@ class KeyRing:
         floor = datetime.min.replace(tzinfo=UTC)
         return max(usable, key=lambda pair: pair[0].sign_from or floor)[1]
 
+    def signing_kid(self, organization_id: str, now: datetime | None = None) -> str | None:
+        try:
+            return self.signing_key(organization_id, now).kid
+        except ConfigurationError:
+            return None
+
     def public_jwks(self, organization_id: str, now: datetime | None = None) -> dict[str, Any]:
         """Every key not yet retired, public members only (``as_dict(private=False)``)."""
         now = now or datetime.now(UTC)

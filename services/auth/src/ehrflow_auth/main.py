@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 from collections.abc import AsyncIterator
@@ -17,31 +18,40 @@ from starlette.applications import Starlette
 from ehrflow_auth.app import routes
 from ehrflow_auth.audit import Auditor
 from ehrflow_auth.cache import TokenCache
-from ehrflow_auth.keys import KeyRing
+from ehrflow_auth.launch import Launches
+from ehrflow_auth.launch_routes import launch_routes
+from ehrflow_auth.live import LiveConfig
 from ehrflow_auth.policy import ServicePolicy
 from ehrflow_auth.service import TokenService
+from ehrflow_auth.sessions import SessionStore
 from ehrflow_auth.settings import AuthSettings
 from ehrflow_contracts import AuditRecorded, topics
 from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
 from ehrflow_runtime.errors import ConfigurationError
 from ehrflow_runtime.health import health_routes
 from ehrflow_runtime.logging import configure_logging
-from ehrflow_runtime.organizations import load_registry
 from ehrflow_runtime.serve import make_http_client, run_asgi
 from ehrflow_runtime.settings import KafkaSettings
 from ehrflow_runtime.telemetry import configure_telemetry
 
 
 def create_app(settings: AuthSettings) -> Starlette:
-    registry = load_registry(settings.organizations_file)
-    keys = KeyRing(list(registry))
+    live = LiveConfig(settings.organizations_file)
     policy = ServicePolicy.load(settings.service_policy_file)
     redis = Redis.from_url(settings.redis_url.get_secret_value())
     http = make_http_client()
     cache = TokenCache(redis, read_cache_secret(settings.token_cache_key_file))
     broker = make_broker(settings.kafka, client_id="auth")
     auditor = Auditor(declare(broker), confirm_timeout_s=settings.kafka.publish_timeout_s)
-    tokens = TokenService(keys, cache, http, auditor, attempts=settings.token_request_attempts)
+    tokens = TokenService(live, cache, http, auditor, attempts=settings.token_request_attempts)
+    sessions = SessionStore(redis)
+    launches = Launches(redis, http, sessions, state_ttl_s=settings.launch_state_ttl_s)
+
+    async def watch_registry() -> None:
+        while True:
+            await asyncio.sleep(settings.registry_reload_s)
+            if live.reload_if_changed():
+                tokens.forget_discovery()
 
     async def redis_ready() -> bool:
         try:
@@ -53,9 +63,11 @@ def create_app(settings: AuthSettings) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await ensure_topics(settings.kafka, [topics.AUDIT])
         await broker.start()
+        watcher = asyncio.create_task(watch_registry())
         try:
             yield
         finally:
+            watcher.cancel()
             await broker.stop()
             await http.aclose()
             await redis.aclose()
@@ -65,7 +77,8 @@ def create_app(settings: AuthSettings) -> Starlette:
 
     return Starlette(
         routes=[
-            *routes(registry, tokens, policy, auditor, keys.public_jwks),
+            *routes(live, tokens, policy, auditor),
+            *launch_routes(live, launches, sessions, policy, auditor),
             *health_routes({"redis": redis_ready, "broker": broker_ok}),
         ],
         lifespan=lifespan,

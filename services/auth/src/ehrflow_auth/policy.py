@@ -26,7 +26,8 @@ class ServiceGrant(BaseModel):
 
     credential_file: Path
     organizations: tuple[str, ...] = Field(min_length=1)
-    features: tuple[str, ...] = Field(min_length=1)
+    features: tuple[str, ...] = Field(default=())
+    introspect_sessions: bool = Field(default=False, description="May ask who a clinician session belongs to.")
 
     def allows(self, organization_id: str, feature: str) -> bool:
         return ("*" in self.organizations or organization_id in self.organizations) and feature in self.features

@@ -10,7 +10,7 @@ import httpx
 from ehrflow_auth.audit import Auditor
 from ehrflow_auth.cache import TokenCache, cache_key
 from ehrflow_auth.discovery import SmartConfiguration, discover
-from ehrflow_auth.keys import KeyRing
+from ehrflow_auth.live import LiveConfig
 from ehrflow_auth.token_request import request_token
 from ehrflow_runtime.organizations import Organization
 
@@ -24,14 +24,34 @@ class GrantedToken:
 
 class TokenService:
     def __init__(
-        self, keys: KeyRing, cache: TokenCache, http: httpx.AsyncClient, auditor: Auditor, *, attempts: int = 3
+        self, live: LiveConfig, cache: TokenCache, http: httpx.AsyncClient, auditor: Auditor, *, attempts: int = 3
     ) -> None:
-        self._keys = keys
+        self._live = live
         self._auditor = auditor
         self._cache = cache
         self._http = http
         self._attempts = attempts
         self._discovered: dict[str, SmartConfiguration] = {}
+        self._signing_kid: dict[str, str | None] = {}
+
+    def forget_discovery(self) -> None:
+        """After a registry reload: token endpoints may have changed."""
+        self._discovered.clear()
+
+    async def _purge_if_key_changed(self, org: Organization) -> None:
+        """smart-auth.md E5: an organization's cached tokens go when its signing key changes."""
+        kid = self._live.keys.signing_kid(org.id) if org.backend_auth.method == "private_key_jwt" else None
+        previous = self._signing_kid.get(org.id, kid)
+        self._signing_kid[org.id] = kid
+        if previous != kid:
+            purged = await self._cache.purge_organization(org.id)
+            await self._auditor.record(
+                "key.rotated",
+                organization=org.id,
+                actor="ehrflow-auth",
+                outcome="success",
+                details={"previous_kid": previous, "kid": kid, "tokens_purged": purged},
+            )
 
     async def _configuration(self, org: Organization) -> SmartConfiguration:
         found = self._discovered.get(org.id)
@@ -44,10 +64,11 @@ class TokenService:
     ) -> GrantedToken:
         """A token for one enabled feature of ``org`` (the caller checked the feature and its grant)."""
         config = await self._configuration(org)
+        await self._purge_if_key_changed(org)
         key = cache_key(org, feature, config.token_endpoint)
 
         async def fetch() -> tuple[str, str, int]:
-            signing = self._keys.signing_key(org.id) if org.backend_auth.method == "private_key_jwt" else None
+            signing = self._live.keys.signing_key(org.id) if org.backend_auth.method == "private_key_jwt" else None
             issued = await request_token(
                 self._http,
                 org,

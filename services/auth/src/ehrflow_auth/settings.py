@@ -14,3 +14,5 @@ class AuthSettings(CommonSettings):
         description="32 random bytes (raw, or base64 text) sealing cached tokens (AES-256-GCM); from a Secret."
     )
     token_request_attempts: int = Field(default=3, ge=1, le=6)
+    launch_state_ttl_s: int = Field(default=600, gt=0, le=600, description="How long a launch may take (G3).")
+    registry_reload_s: float = Field(default=10.0, gt=0, description="How often to check the registry file.")
