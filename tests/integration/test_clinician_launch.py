@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -12,13 +13,16 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import yaml
+from redis.asyncio import Redis
 
-from ehrflow_auth.sessions import cookie_name
-from ehrflow_contracts import topics
+from ehrflow_contracts import DraftProposed, ModelRef, topics
 from ehrflow_devstack.config import GeneratedConfig, generate, write_registry
 from ehrflow_devstack.kafka_read import read_topic
+from ehrflow_devstack.parts import start_tansu
 from ehrflow_devstack.processes import Process, free_port, http_ok
 from ehrflow_devstack.stack import Stack
+from ehrflow_runtime.sessions import session_cookie_name as cookie_name
+from ehrflow_writeback.queue import ReviewQueue
 
 pytestmark = pytest.mark.integration
 
@@ -336,3 +340,78 @@ def test_launches_and_sessions_are_audited(env: Env, stack: Stack) -> None:
         "launch.callback-failed",
         "launch.start-failed",
     } <= actions
+
+
+@pytest.fixture(scope="module")
+def review_api(env: Env, stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Writeback's review API trusting this module's auth service (on a broker of its own)."""
+    tmp = tmp_path_factory.mktemp("review")
+    broker = start_tansu(tmp)
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = Process(
+        "writeback-review",
+        [sys.executable, "-m", "ehrflow_writeback.main"],
+        tmp / "writeback.log",
+        env={
+            **stack.service_env("writeback"),
+            "EHRFLOW_ORGANIZATIONS_FILE": str(env.config.organizations_file),
+            "EHRFLOW_KAFKA__BOOTSTRAP_SERVERS": broker.url,
+            "EHRFLOW_AUTH__URL": env.auth,
+            "EHRFLOW_AUTH__CREDENTIAL_FILE": str(env.config.credentials_dir / "writeback"),
+            "EHRFLOW_PORT": url.rsplit(":", 1)[1],
+        },
+        ready=lambda: http_ok(f"{url}/readyz"),
+    )
+    try:
+        proc.start(timeout=90)
+        yield url
+    finally:
+        proc.stop()
+        broker.stop()
+
+
+async def test_a_session_opens_only_its_organization_and_patient(env: Env, stack: Stack, review_api: str) -> None:
+    assert stack.redis
+    redis = Redis.from_url(stack.redis.url)
+    queue = ReviewQueue(redis)
+    drafts = {}
+    for org, patient in (("org1", "Patient/alpha"), ("org1", "Patient/beta"), ("org2", "Patient/alpha")):
+        draft_id = uuid.uuid4().hex
+        await queue.add(
+            DraftProposed(
+                organization_id=org,
+                correlation_id="c",
+                draft_id=draft_id,
+                workflow="news2",
+                model=ModelRef(name="m", version="1"),
+                patient=patient,
+                resource={"resourceType": "RiskAssessment"},
+                basis=(),
+            )
+        )
+        drafts[(org, patient)] = draft_id
+    await redis.aclose()
+    browser = Browser()
+    callback = _to_callback(
+        env, browser, "org1", iss=env.iss("org1"), launch=env.ehr_launch("org1", "Patient/alpha", "Practitioner/dr-1")
+    )
+    session = _session_of(browser, browser.get(callback))
+    auth = {"Authorization": f"Bearer {session}"}
+
+    def review(method: str, path: str, **kwargs: object) -> httpx.Response:
+        return browser.call(method, f"{review_api}/v1/orgs/{path}", headers=auth, **kwargs)
+
+    listed = {d["draft_id"] for d in review("GET", "org1/drafts").json()["drafts"]}
+    assert drafts[("org1", "Patient/alpha")] in listed and drafts[("org1", "Patient/beta")] not in listed
+    assert review("GET", f"org1/drafts/{drafts[('org1', 'Patient/beta')]}").status_code == 404  # another patient
+    assert review("GET", "org2/drafts").status_code == 401  # another organization
+    assert review("GET", f"org2/drafts/{drafts[('org2', 'Patient/alpha')]}").status_code == 401
+    assert review("POST", f"org2/drafts/{drafts[('org2', 'Patient/alpha')]}/approve", json={}).status_code == 401
+    approved = review(
+        "POST",
+        f"org1/drafts/{drafts[('org1', 'Patient/alpha')]}/approve",
+        json={"reviewer": "Practitioner/someone-else"},
+    )
+    assert approved.status_code == 202 and approved.json()["reviewer"] == "Practitioner/dr-1"  # the session's user
+    no_cookie = httpx.get(f"{review_api}/v1/orgs/org1/drafts", headers=auth)
+    assert no_cookie.status_code == 401  # a session id alone opens nothing

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ehrflow_devstack.parts import Part, start_broker
+from ehrflow_devstack.parts import Part, start_tansu
 from ehrflow_devstack.stack import Stack
 from ehrflow_runtime.organizations import Organization
 
@@ -28,11 +28,9 @@ def stack() -> Iterator[Stack]:
 
 
 @pytest.fixture()
-def private_broker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Part]:
+def private_broker(tmp_path: Path) -> Iterator[Part]:
     """A broker of the test's own, which the test may pause or stop (always a local Tansu process)."""
-    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
-    monkeypatch.setattr("ehrflow_devstack.parts.docker_available", lambda: False)
-    part = start_broker(tmp_path)
+    part = start_tansu(tmp_path)
     try:
         yield part
     finally:

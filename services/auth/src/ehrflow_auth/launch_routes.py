@@ -19,7 +19,8 @@ from ehrflow_auth.audit import Auditor
 from ehrflow_auth.launch import LaunchError, Launches
 from ehrflow_auth.live import LiveConfig
 from ehrflow_auth.policy import ServicePolicy
-from ehrflow_auth.sessions import SessionStore, cookie_name
+from ehrflow_auth.sessions import SessionStore
+from ehrflow_runtime.sessions import session_cookie_name as cookie_name
 
 
 class Introspection(BaseModel):

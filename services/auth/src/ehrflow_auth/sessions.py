@@ -23,11 +23,6 @@ def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def cookie_name(session_id: str) -> str:
-    """A cookie per session, so a second launch in the same browser does not overwrite the first."""
-    return f"ehrflow_session_{_digest(session_id)[:16]}"
-
-
 @dataclass(frozen=True)
 class Session:
     organization_id: str

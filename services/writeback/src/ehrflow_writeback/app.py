@@ -1,8 +1,10 @@
 """The review API: list an organization's drafts, approve or reject one.
 
-Callers authenticate with their organization's review key (``Authorization: Bearer``). A key opens only
-its own organization's queue: another organization's path answers 401, another organization's draft id
-answers 404. Clinician SMART-launch sessions replace the key as the review screen's credential (issue 3).
+Callers are clinicians with a SMART-launch session (``Authorization: Bearer <session id>`` plus the
+session's cookie; they see only their launch's patient and decide as the session's user), or clients
+holding the organization's review key (they see the whole queue and name the reviewer). Either opens
+only its own organization: another organization's path answers 401, a draft outside the organization
+or the session's patient answers 404.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from starlette.routing import Route
 from ehrflow_contracts import ReviewDecided
 from ehrflow_runtime.organizations import Registry
 from ehrflow_runtime.outcomes import operation_outcome
+from ehrflow_runtime.sessions import SessionClient, session_cookie_name
 from ehrflow_runtime.settings import read_secret_file
 from ehrflow_writeback.handlers import Publishers
 from ehrflow_writeback.queue import STATUSES, ReviewQueue
@@ -33,7 +36,11 @@ REVIEWER = re.compile(r"^(Practitioner|PractitionerRole)/[A-Za-z0-9\-.]{1,64}$")
 
 
 class Decision(BaseModel):
-    reviewer: str = Field(pattern=REVIEWER.pattern, description="FHIR reference of the deciding clinician.")
+    reviewer: str | None = Field(
+        default=None,
+        pattern=REVIEWER.pattern,
+        description="FHIR reference of the deciding clinician (review-key clients); a session's user wins.",
+    )
     reason: str | None = Field(default=None, max_length=1000)
 
 
@@ -45,47 +52,74 @@ class ReviewContext:
     publish_timeout_s: float
 
 
-class ReviewKeys:
-    def __init__(self, registry: Registry) -> None:
+@dataclass(frozen=True)
+class Reviewer:
+    """Who is calling the review API, and what they may see."""
+
+    organization: str
+    user: str | None
+    """``Practitioner/…`` of a clinician session; None for a review-key client (it names the reviewer)."""
+    patient: str | None
+    """A session sees only its launch's patient; a review-key client sees the whole queue."""
+
+    def may_see(self, draft_patient: str) -> bool:
+        return self.patient is None or self.patient == draft_patient
+
+
+class ReviewAccess:
+    """Review-key clients per organization, and clinician sessions (introspected at the auth service)."""
+
+    def __init__(self, registry: Registry, sessions: SessionClient | None) -> None:
         self._keys = {org.id: read_secret_file(org.review.api_key_file) for org in registry}
+        self._sessions = sessions
 
-    def verify(self, org_id: str, authorization: str) -> bool:
-        scheme, _, presented = authorization.partition(" ")
-        expected = self._keys.get(org_id)
-        if expected is None or scheme.lower() != "bearer":
-            return False
-        return hmac.compare_digest(presented.encode(), expected.get_secret_value().encode())
-
-
-def routes(ctx: ReviewContext, keys: ReviewKeys) -> list[Route]:
-    def _authorized(request: Request) -> str | None:
+    async def reviewer(self, request: Request) -> Reviewer | None:
         org_id = request.path_params["org"]
-        return org_id if keys.verify(org_id, request.headers.get("authorization", "")) else None
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            return None
+        expected = self._keys.get(org_id)
+        if expected is not None and hmac.compare_digest(presented.encode(), expected.get_secret_value().encode()):
+            return Reviewer(org_id, None, None)
+        binding = request.cookies.get(session_cookie_name(presented))
+        if self._sessions is None or not binding:
+            return None
+        session = await self._sessions.introspect(presented, binding)
+        if session is None or session.organization != org_id:  # a session opens its own organization only
+            return None
+        return Reviewer(org_id, session.user, session.patient)
+
+
+def routes(ctx: ReviewContext, access: ReviewAccess) -> list[Route]:
+    denied = "a review key or a clinician session of this organization is required"
 
     async def list_drafts(request: Request) -> Response:
-        org = _authorized(request)
-        if org is None:
-            return operation_outcome(401, "security", "review key required for this organization")
+        reviewer = await access.reviewer(request)
+        if reviewer is None:
+            return operation_outcome(401, "security", denied)
         requested = request.query_params.get("status", "pending")
         status = next((s for s in STATUSES if s == requested), None)
         if status is None:
             return operation_outcome(400, "invalid", f"status must be one of {list(STATUSES)}")
-        drafts = await ctx.queue.list(org, status)
-        return JSONResponse({"organization": org, "status": status, "drafts": [d.view() for d in drafts]})
+        drafts = [d for d in await ctx.queue.list(reviewer.organization, status) if reviewer.may_see(d.draft.patient)]
+        return JSONResponse(
+            {"organization": reviewer.organization, "status": status, "drafts": [d.view() for d in drafts]}
+        )
 
     async def get_draft(request: Request) -> Response:
-        org = _authorized(request)
-        if org is None:
-            return operation_outcome(401, "security", "review key required for this organization")
-        queued = await ctx.queue.get(org, request.path_params["draft_id"])
-        if queued is None:
-            return operation_outcome(404, "not-found", "no such draft in this organization")
+        reviewer = await access.reviewer(request)
+        if reviewer is None:
+            return operation_outcome(401, "security", denied)
+        queued = await ctx.queue.get(reviewer.organization, request.path_params["draft_id"])
+        if queued is None or not reviewer.may_see(queued.draft.patient):
+            return operation_outcome(404, "not-found", "no such draft for this organization and patient")
         return JSONResponse(queued.view())
 
     async def decide(request: Request) -> Response:
-        org = _authorized(request)
-        if org is None:
-            return operation_outcome(401, "security", "review key required for this organization")
+        reviewer = await access.reviewer(request)
+        if reviewer is None:
+            return operation_outcome(401, "security", denied)
+        org = reviewer.organization
         draft_id, action = request.path_params["draft_id"], request.path_params["action"]
         if action not in ("approve", "reject"):
             return operation_outcome(404, "not-found", "action must be approve or reject")
@@ -95,17 +129,14 @@ def routes(ctx: ReviewContext, keys: ReviewKeys) -> list[Route]:
         except ValidationError as exc:
             err = exc.errors()[0]
             return operation_outcome(400, "invalid", f"{'.'.join(map(str, err['loc']))}: {err['msg']}")
+        who = reviewer.user or body.reviewer
+        if who is None:
+            return operation_outcome(400, "invalid", "reviewer: required with a review key")
         queued = await ctx.queue.get(org, draft_id)
-        if queued is None:
-            return operation_outcome(404, "not-found", "no such draft in this organization")
-        done, status = await ctx.queue.transition(
-            org,
-            draft_id,
-            "pending",
-            verdict,
-            reviewer=body.reviewer,
-            **({"reason": body.reason} if body.reason else {}),
-        )
+        if queued is None or not reviewer.may_see(queued.draft.patient):
+            return operation_outcome(404, "not-found", "no such draft for this organization and patient")
+        reason = {"reason": body.reason} if body.reason else {}
+        done, status = await ctx.queue.transition(org, draft_id, "pending", verdict, reviewer=who, **reason)
         if not done:
             return operation_outcome(409, "conflict", f"draft is already {status}")
         decision = ReviewDecided(
@@ -113,7 +144,7 @@ def routes(ctx: ReviewContext, keys: ReviewKeys) -> list[Route]:
             correlation_id=queued.draft.correlation_id,
             draft_id=draft_id,
             decision=verdict,
-            reviewer=body.reviewer,
+            reviewer=who,
             decided_at=datetime.now(UTC),
             reason=body.reason,
         )
@@ -127,10 +158,8 @@ def routes(ctx: ReviewContext, keys: ReviewKeys) -> list[Route]:
             return operation_outcome(
                 503, "transient", "decision could not be recorded; retry", headers={"Retry-After": "5"}
             )
-        audit.info(
-            "review decided", extra={"org": org, "draft_id": draft_id, "decision": verdict, "reviewer": body.reviewer}
-        )
-        return JSONResponse({"draft_id": draft_id, "status": verdict}, status_code=202)
+        audit.info("review decided", extra={"org": org, "draft_id": draft_id, "decision": verdict, "reviewer": who})
+        return JSONResponse({"draft_id": draft_id, "status": verdict, "reviewer": who}, status_code=202)
 
     return [
         Route("/v1/orgs/{org}/drafts", list_drafts, methods=["GET"]),

@@ -18,10 +18,11 @@ from ehrflow_runtime.health import health_routes
 from ehrflow_runtime.logging import configure_logging
 from ehrflow_runtime.organizations import load_registry
 from ehrflow_runtime.serve import make_http_client, run_asgi
+from ehrflow_runtime.sessions import SessionClient
 from ehrflow_runtime.settings import KafkaSettings, read_secret_file
 from ehrflow_runtime.telemetry import configure_telemetry
 from ehrflow_runtime.tokens import TokenClient
-from ehrflow_writeback.app import ReviewContext, ReviewKeys, routes
+from ehrflow_writeback.app import ReviewAccess, ReviewContext, routes
 from ehrflow_writeback.handlers import Deps, declare
 from ehrflow_writeback.queue import ReviewQueue
 from ehrflow_writeback.settings import WritebackSettings
@@ -35,13 +36,20 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
     broker = broker or make_broker(settings.kafka, client_id="writeback")
     redis = Redis.from_url(settings.redis_url.get_secret_value())
     http = make_http_client(settings.auth.timeout_s)
+    credential = read_secret_file(settings.auth.credential_file)
     tokens = TokenClient(
         http,
         base_url=settings.auth.url,
         service_name=settings.auth.service_name,
-        credential=read_secret_file(settings.auth.credential_file),
+        credential=credential,
     )
     clients = {org.id: FhirClient(http, tokens, org, FEATURE) for org in registry}
+    sessions = SessionClient(
+        http,
+        base_url=settings.auth.url,
+        service_name=settings.auth.service_name,
+        credential=credential,
+    )
     queue = ReviewQueue(redis)
     deps = Deps(queue=queue, fhir_for=clients.__getitem__, retry_delay_s=settings.retry_delay_s)
     publishers = declare(broker, lambda: deps)
@@ -70,7 +78,10 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
             return False
 
     return Starlette(
-        routes=[*routes(review, ReviewKeys(registry)), *health_routes({"broker": broker_ok, "redis": redis_ok})],
+        routes=[
+            *routes(review, ReviewAccess(registry, sessions)),
+            *health_routes({"broker": broker_ok, "redis": redis_ok}),
+        ],
         lifespan=lifespan,
     )
 
