@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PACKAGES := libs/contracts libs/runtime services/auth services/ingest services/inference services/writeback devstack
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: help setup demo test test-unit test-integration stack asyncapi lint clean
+.PHONY: help setup demo test test-unit test-integration stack asyncapi lint bench clean
 
 help:
 	@echo "make demo              run the reference scenario on a local stack (two sandbox EHRs)"
@@ -16,6 +16,7 @@ help:
 	@echo "make lint              ruff (lint and format check) and mypy --strict"
 	@echo "make stack             start the local stack and keep it running (Ctrl-C stops it)"
 	@echo "make asyncapi          regenerate docs/asyncapi/*.yaml from the code"
+	@echo "make bench             run the benchmarks and append their figures to docs/benchmarks.md"
 	@echo "make clean             remove .venv and the local stack's state"
 
 $(STAMP): requirements.lock $(PYPROJECTS)
@@ -38,8 +39,8 @@ test: lint
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check libs services devstack tests
-	$(BIN)/ruff format --check libs services devstack tests
+	$(BIN)/ruff check libs services devstack tests bench
+	$(BIN)/ruff format --check libs services devstack tests bench
 	$(BIN)/mypy libs/*/src services/*/src devstack/src
 
 test-unit: setup
@@ -47,6 +48,9 @@ test-unit: setup
 
 test-integration: setup
 	$(BIN)/python -m pytest -m integration
+
+bench: setup
+	$(BIN)/python bench/auth/bench_auth.py --write docs/benchmarks.md
 
 asyncapi: setup
 	$(BIN)/python -m ehrflow_devstack asyncapi

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ehrflow_contracts import topics
-from ehrflow_devstack.kafka_read import read_topic
+from ehrflow_devstack.kafka_read import read_topic, wait_for_records
 from ehrflow_devstack.processes import Process, free_port, http_ok
 from ehrflow_devstack.stack import Stack
 
@@ -140,4 +140,11 @@ def test_issues_and_refusals_are_audited_on_the_audit_topic(stack: Stack) -> Non
     assert any(r["organization_id"] == "org2" and r["details"]["reason"] == "not allowed by policy" for r in refused)
     issued = [r for r in records if r["action"] == "token.issued" and r["organization_id"] == "org2"]
     assert issued and issued[0]["details"]["kid"] == "org2-key-1" and len(issued[0]["details"]["jti"]) >= 22
-    assert any(r["action"] == "token.served" and r["actor"] == "inference" for r in records)
+    summaries = wait_for_records(
+        stack.broker.url,
+        topics.AUDIT,
+        lambda recs: any(r["action"] == "token.served" and r["actor"] == "inference" for r in recs),
+        timeout=30,
+    )
+    served = [r for r in summaries if r["action"] == "token.served" and r["actor"] == "inference"]
+    assert all(r["details"]["count"] >= 1 for r in served)

@@ -99,3 +99,4 @@ async def test_cold_stampede_across_replicas_is_one_upstream_request(
     assert [r.status_code for r in responses] == [200] * REQUESTS
     assert len({r.json()["access_token"] for r in responses}) == 1
     assert stats["token_requests"] == 1
+    assert stats["discovery_requests"] <= REPLICAS  # each replica discovers once, whatever the concurrency

@@ -31,9 +31,10 @@ def _jti(assertion: str) -> str | None:
 
 
 def create_app(port: int, delay_s: float, expires_in: int) -> Starlette:
-    seen: dict[str, Any] = {"token_requests": 0, "jtis": []}
+    seen: dict[str, Any] = {"token_requests": 0, "discovery_requests": 0, "jtis": []}
 
     async def discovery(_: Request) -> JSONResponse:
+        seen["discovery_requests"] += 1
         return JSONResponse(
             {
                 "token_endpoint": f"http://127.0.0.1:{port}/auth/token",

@@ -74,14 +74,7 @@ def routes(live: LiveConfig, tokens: TokenService, policy: ServicePolicy, audito
             return await refuse(502, f"organization {org.id} is misconfigured", str(exc), org.id, feature)
         except EhrflowError as exc:
             return await refuse(502, f"could not obtain a token for organization {org.id}", str(exc), org.id, feature)
-        await auditor.record(
-            "token.served",
-            organization=org.id,
-            actor=service,
-            outcome="success",
-            confirm=False,
-            details={"feature": feature, "scope": granted.scope},
-        )
+        auditor.served(org.id, service or "-", feature)
         return JSONResponse(
             {
                 "access_token": granted.access_token,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Literal, Protocol
 
@@ -26,6 +27,27 @@ class Auditor:
     def __init__(self, publisher: Publisher | None, *, confirm_timeout_s: float = 2.0) -> None:
         self._publisher = publisher
         self._timeout = confirm_timeout_s
+        self._served: Counter[tuple[str, str, str]] = Counter()
+
+    def served(self, organization: str, service: str, feature: str) -> None:
+        """Count a cached token handed to a service; ``flush_served`` audits the counts as summaries.
+
+        Handing out an already-issued token again is the hot path: one summary record per service,
+        organization and feature per interval keeps it free of a log line and a publish per request.
+        Every token issued upstream and every refusal stays an individual record.
+        """
+        self._served[(organization, service, feature)] += 1
+
+    async def flush_served(self, interval_s: float) -> None:
+        counts, self._served = self._served, Counter()
+        for (organization, service, feature), count in sorted(counts.items()):
+            await self.record(
+                "token.served",
+                organization=organization,
+                actor=service,
+                outcome="success",
+                details={"feature": feature, "count": count, "interval_s": interval_s},
+            )
 
     async def record(
         self,

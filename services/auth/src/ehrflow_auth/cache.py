@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -29,6 +30,8 @@ from ehrflow_runtime.organizations import Organization
 EARLY_REFRESH_S = 60
 """A cached token is served only with at least the caller's minimum + this many seconds left."""
 LOCK_TTL_MS = 15_000
+LOCAL_MAX_AGE_S = 5.0
+"""How long a replica serves a token from memory before asking Redis again (never past Redis's TTL)."""
 NONCE_BYTES = 12
 
 _RELEASE = """
@@ -77,6 +80,9 @@ class TokenCache:
             raise ValueError("the token cache secret must be 32 bytes (AES-256-GCM)")
         self._redis = redis
         self._aead = AESGCM(secret)
+        self._local: dict[str, tuple[str, str, float, float]] = {}
+        self._inflight: dict[tuple[str, str | None], asyncio.Future[CachedToken]] = {}
+        """key → (token, scope, expires at, re-check Redis at), on this replica's monotonic clock."""
         self._release = redis.register_script(_RELEASE)
 
     def _seal(self, key: str, payload: dict[str, str]) -> bytes:
@@ -94,7 +100,17 @@ class TokenCache:
     async def get(
         self, key: str, min_ttl: float, *, reject: str | None = None, margin: float = EARLY_REFRESH_S
     ) -> CachedToken | None:
-        """A cached token with ``min_ttl + margin`` life left, unless its digest is ``reject``."""
+        """A cached token with ``min_ttl + margin`` life left, unless its digest is ``reject``.
+
+        Served from this replica's memory for up to ``LOCAL_MAX_AGE_S`` (the hot path makes no Redis round
+        trip), else from Redis, whose TTL stays the only source of a token's remaining life.
+        """
+        now = time.monotonic()
+        local = self._local.get(key)
+        if local and now < local[3] and (reject is None or token_digest(local[0]) != reject):
+            remaining = local[2] - now
+            if remaining >= min_ttl + margin:
+                return CachedToken(local[0], local[1], remaining)
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.get(key)
             pipe.pttl(key)
@@ -107,13 +123,22 @@ class TokenCache:
         data = self._open(key, raw)
         if data is None or (reject is not None and token_digest(data["access_token"]) == reject):
             return None
+        self._remember(key, data["access_token"], data["scope"], remaining)
         return CachedToken(data["access_token"], data["scope"], remaining)
+
+    def _remember(self, key: str, access_token: str, scope: str, remaining: float) -> None:
+        now = time.monotonic()
+        self._local[key] = (access_token, scope, now + remaining, now + min(LOCAL_MAX_AGE_S, remaining))
 
     async def put(self, key: str, access_token: str, scope: str, expires_in: int) -> None:
         await self._redis.set(key, self._seal(key, {"access_token": access_token, "scope": scope}), ex=expires_in)
+        self._remember(key, access_token, scope, float(expires_in))
 
     async def purge_organization(self, org_id: str) -> int:
         """Drop every cached token of an organization (its key rotated, or it was disabled)."""
+        prefix = organization_pattern(org_id).removesuffix("*")
+        for key in [k for k in self._local if k.startswith(prefix)]:
+            del self._local[key]
         keys = [k async for k in self._redis.scan_iter(match=organization_pattern(org_id), count=500)]
         return int(await self._redis.delete(*keys)) if keys else 0
 
@@ -126,14 +151,42 @@ class TokenCache:
         reject: str | None = None,
         wait_s: float = 12.0,
     ) -> CachedToken:
+        """Single flight inside this replica (one coroutine per key talks to Redis), then across replicas."""
+        hit = await self.get(key, min_ttl, reject=reject)
+        if hit:
+            return hit
+        slot = (key, reject)
+        running = self._inflight.get(slot)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[CachedToken] = asyncio.get_running_loop().create_future()
+        self._inflight[slot] = future
+        try:
+            result = await self._get_or_fetch_shared(key, min_ttl, fetch, reject=reject, wait_s=wait_s)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it; nobody else needs to see it
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            del self._inflight[slot]
+
+    async def _get_or_fetch_shared(
+        self,
+        key: str,
+        min_ttl: float,
+        fetch: Callable[[], Awaitable[tuple[str, str, int]]],
+        *,
+        reject: str | None,
+        wait_s: float,
+    ) -> CachedToken:
         """Serve from cache, or let exactly one replica fetch while the others wait for its result.
 
         ``reject`` is the digest of a token a caller saw refused (a FHIR 401): it counts as a miss, so the
         first replica to take the lock replaces it and everyone else then finds the new one.
         """
-        hit = await self.get(key, min_ttl, reject=reject)
-        if hit:
-            return hit
         backoff = f"{key}:backoff"
         lock, owner = f"{key}:lock", secrets.token_hex(16)
         deadline = asyncio.get_running_loop().time() + wait_s

@@ -12,7 +12,6 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.publisher import DefaultPublisher
 from faststream.specification import AsyncAPI
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from ehrflow_auth.app import routes
@@ -29,7 +28,9 @@ from ehrflow_contracts import AuditRecorded, topics
 from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
 from ehrflow_runtime.errors import ConfigurationError
 from ehrflow_runtime.health import health_routes
+from ehrflow_runtime.http_errors import exception_handlers
 from ehrflow_runtime.logging import configure_logging
+from ehrflow_runtime.redis_client import make_redis
 from ehrflow_runtime.serve import make_http_client, run_asgi
 from ehrflow_runtime.settings import KafkaSettings
 from ehrflow_runtime.telemetry import configure_telemetry
@@ -38,7 +39,7 @@ from ehrflow_runtime.telemetry import configure_telemetry
 def create_app(settings: AuthSettings) -> Starlette:
     live = LiveConfig(settings.organizations_file)
     policy = ServicePolicy.load(settings.service_policy_file)
-    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    redis = make_redis(settings.redis_url.get_secret_value())
     http = make_http_client()
     cache = TokenCache(redis, read_cache_secret(settings.token_cache_key_file))
     broker = make_broker(settings.kafka, client_id="auth")
@@ -53,6 +54,11 @@ def create_app(settings: AuthSettings) -> Starlette:
             if live.reload_if_changed():
                 tokens.forget_discovery()
 
+    async def summarise_served() -> None:
+        while True:
+            await asyncio.sleep(settings.audit_summary_s)
+            await auditor.flush_served(settings.audit_summary_s)
+
     async def redis_ready() -> bool:
         try:
             return bool(await redis.ping())
@@ -63,11 +69,13 @@ def create_app(settings: AuthSettings) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await ensure_topics(settings.kafka, [topics.AUDIT])
         await broker.start()
-        watcher = asyncio.create_task(watch_registry())
+        background = [asyncio.create_task(watch_registry()), asyncio.create_task(summarise_served())]
         try:
             yield
         finally:
-            watcher.cancel()
+            for task in background:
+                task.cancel()
+            await auditor.flush_served(settings.audit_summary_s)
             await broker.stop()
             await http.aclose()
             await redis.aclose()
@@ -82,6 +90,7 @@ def create_app(settings: AuthSettings) -> Starlette:
             *health_routes({"redis": redis_ready, "broker": broker_ok}),
         ],
         lifespan=lifespan,
+        exception_handlers=dict(exception_handlers()),
     )
 
 

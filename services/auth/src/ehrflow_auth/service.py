@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -13,6 +14,8 @@ from ehrflow_auth.discovery import SmartConfiguration, discover
 from ehrflow_auth.live import LiveConfig
 from ehrflow_auth.token_request import request_token
 from ehrflow_runtime.organizations import Organization
+
+KEY_CHECK_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -32,14 +35,25 @@ class TokenService:
         self._http = http
         self._attempts = attempts
         self._discovered: dict[str, SmartConfiguration] = {}
+        self._discovery_locks: dict[str, asyncio.Lock] = {}
         self._signing_kid: dict[str, str | None] = {}
+        self._kid_checked_at: dict[str, float] = {}
+        self._cache_keys: dict[tuple[str, str], str] = {}
 
     def forget_discovery(self) -> None:
-        """After a registry reload: token endpoints may have changed."""
+        """After a registry reload: token endpoints, scopes and keys may have changed."""
         self._discovered.clear()
+        self._cache_keys.clear()
+        self._kid_checked_at.clear()
 
     async def _purge_if_key_changed(self, org: Organization) -> None:
-        """smart-auth.md E5: an organization's cached tokens go when its signing key changes."""
+        """smart-auth.md E5: an organization's cached tokens go when its signing key changes.
+
+        Checked at most once a second per organization (keys change at a configured instant)."""
+        now = time.monotonic()
+        if now - self._kid_checked_at.get(org.id, -1.0) < KEY_CHECK_INTERVAL_S:
+            return
+        self._kid_checked_at[org.id] = now
         kid = self._live.keys.signing_kid(org.id) if org.backend_auth.method == "private_key_jwt" else None
         previous = self._signing_kid.get(org.id, kid)
         self._signing_kid[org.id] = kid
@@ -54,10 +68,15 @@ class TokenService:
             )
 
     async def _configuration(self, org: Organization) -> SmartConfiguration:
+        """Discovery once per organization: concurrent first requests wait for one another."""
         found = self._discovered.get(org.id)
-        if found is None:
-            found = self._discovered[org.id] = await discover(self._http, org)
-        return found
+        if found is not None:
+            return found
+        async with self._discovery_locks.setdefault(org.id, asyncio.Lock()):
+            found = self._discovered.get(org.id)
+            if found is None:
+                found = self._discovered[org.id] = await discover(self._http, org)
+            return found
 
     async def token(
         self, org: Organization, feature: str, *, min_ttl: float = 60.0, reject: str | None = None
@@ -65,7 +84,9 @@ class TokenService:
         """A token for one enabled feature of ``org`` (the caller checked the feature and its grant)."""
         config = await self._configuration(org)
         await self._purge_if_key_changed(org)
-        key = cache_key(org, feature, config.token_endpoint)
+        key = self._cache_keys.get((org.id, feature))
+        if key is None:
+            key = self._cache_keys[(org.id, feature)] = cache_key(org, feature, config.token_endpoint)
 
         async def fetch() -> tuple[str, str, int]:
             signing = self._live.keys.signing_key(org.id) if org.backend_auth.method == "private_key_jwt" else None

@@ -15,4 +15,5 @@ class AuthSettings(CommonSettings):
     )
     token_request_attempts: int = Field(default=3, ge=1, le=6)
     launch_state_ttl_s: int = Field(default=600, gt=0, le=600, description="How long a launch may take (G3).")
+    audit_summary_s: float = Field(default=10.0, gt=0, description="Interval of `token.served` summary records.")
     registry_reload_s: float = Field(default=10.0, gt=0, description="How often to check the registry file.")

@@ -16,6 +16,7 @@ from ehrflow_inference.settings import InferenceSettings
 from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
 from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.health import health_routes
+from ehrflow_runtime.http_errors import exception_handlers
 from ehrflow_runtime.logging import configure_logging
 from ehrflow_runtime.organizations import load_registry
 from ehrflow_runtime.serve import make_http_client, run_asgi
@@ -54,7 +55,9 @@ def create_app(settings: InferenceSettings, broker: KafkaBroker | None = None) -
     async def ready() -> bool:
         return await broker_ready(broker)
 
-    return Starlette(routes=health_routes({"broker": ready}), lifespan=lifespan)
+    return Starlette(
+        routes=health_routes({"broker": ready}), lifespan=lifespan, exception_handlers=dict(exception_handlers())
+    )
 
 
 def _documentation_only() -> Deps:

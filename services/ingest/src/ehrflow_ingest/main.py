@@ -17,6 +17,7 @@ from ehrflow_ingest.sender_auth import SenderSecrets
 from ehrflow_ingest.settings import IngestSettings
 from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
 from ehrflow_runtime.health import health_routes
+from ehrflow_runtime.http_errors import exception_handlers
 from ehrflow_runtime.logging import configure_logging
 from ehrflow_runtime.organizations import load_registry
 from ehrflow_runtime.serve import run_asgi
@@ -47,7 +48,11 @@ def create_app(settings: IngestSettings, broker: KafkaBroker | None = None) -> S
     async def ready() -> bool:
         return await broker_ready(broker)
 
-    return Starlette(routes=[*routes(ctx), *health_routes({"broker": ready})], lifespan=lifespan)
+    return Starlette(
+        routes=[*routes(ctx), *health_routes({"broker": ready})],
+        lifespan=lifespan,
+        exception_handlers=dict(exception_handlers()),
+    )
 
 
 def asyncapi() -> FastStream:

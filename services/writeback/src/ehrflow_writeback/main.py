@@ -8,15 +8,16 @@ from collections.abc import AsyncIterator
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from ehrflow_contracts import topics
 from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
 from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.health import health_routes
+from ehrflow_runtime.http_errors import exception_handlers
 from ehrflow_runtime.logging import configure_logging
 from ehrflow_runtime.organizations import load_registry
+from ehrflow_runtime.redis_client import make_redis
 from ehrflow_runtime.serve import make_http_client, run_asgi
 from ehrflow_runtime.sessions import SessionClient
 from ehrflow_runtime.settings import KafkaSettings, read_secret_file
@@ -34,7 +35,7 @@ FEATURE = "news2"
 def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -> Starlette:
     registry = load_registry(settings.organizations_file)
     broker = broker or make_broker(settings.kafka, client_id="writeback")
-    redis = Redis.from_url(settings.redis_url.get_secret_value())
+    redis = make_redis(settings.redis_url.get_secret_value())
     http = make_http_client(settings.auth.timeout_s)
     credential = read_secret_file(settings.auth.credential_file)
     tokens = TokenClient(
@@ -83,6 +84,7 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
             *health_routes({"broker": broker_ok, "redis": redis_ok}),
         ],
         lifespan=lifespan,
+        exception_handlers=dict(exception_handlers()),
     )
 
 
