@@ -8,6 +8,7 @@ answers, else a local process from a pip-installed binary.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,3 +54,27 @@ def organization(tmp_path: Path) -> Organization:
             "review": {"api_key_file": secret},
         }
     )
+
+
+SERVICE_LOG = re.compile(r"^(auth|ingest|inference|writeback)[\w-]*\.log$")
+LEAKS = {
+    "a JWT (access token, client assertion or id_token)": re.compile(r"eyJ[\w-]{10,}\.[\w-]{10,}\.[\w-]*"),
+    "a private key": re.compile(r"PRIVATE KEY-----"),
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_secrets_in_service_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole run: no ehrflow service log, of the shared stack or of any test's own processes,
+    holds a token, an assertion or a key (issue 3). The end-to-end test checks names, birth dates and
+    every known secret as well."""
+    yield
+    roots = [STATE, tmp_path_factory.getbasetemp()]
+    logs = [p for root in roots if root.exists() for p in root.rglob("*.log") if SERVICE_LOG.match(p.name)]
+    leaks = [
+        f"{what} in {log}"
+        for log in logs
+        for what, pattern in LEAKS.items()
+        if pattern.search(log.read_text(errors="replace"))
+    ]
+    assert not leaks, leaks
