@@ -84,11 +84,14 @@ async def test_invalid_client_is_retried_once_with_a_fresh_assertion(org: Organi
     assert len(seen) == 2 and seen[0]["client_assertion"] != seen[1]["client_assertion"]
 
 
-async def test_invalid_client_twice_is_a_configuration_error(org: Organization) -> None:
+@pytest.mark.parametrize("attempts", [1, 3])
+async def test_invalid_client_twice_is_a_configuration_error(org: Organization, attempts: int) -> None:
+    """The retry after invalid_client comes on top of the attempt budget, whatever it is."""
     seen: list[dict[str, list[str]]] = []
+    key = load_signing_key(org.backend_auth.keys[0])
     async with _client([error(401, "invalid_client")], seen) as http:
         with pytest.raises(ConfigurationError, match="org1"):
-            await request_token(http, org, load_signing_key(org.backend_auth.keys[0]), TOKEN_URL, scope=SCOPE)
+            await request_token(http, org, key, TOKEN_URL, scope=SCOPE, attempts=attempts, backoff_s=0)
     assert len(seen) == 2
 
 

@@ -51,8 +51,9 @@ def create_app(settings: AuthSettings) -> Starlette:
     async def watch_registry() -> None:
         while True:
             await asyncio.sleep(settings.registry_reload_s)
+            before = set(live.registry.ids())
             if live.reload_if_changed():
-                tokens.forget_discovery()
+                await tokens.registry_changed(removed=before - set(live.registry.ids()))
 
     async def summarise_served() -> None:
         while True:

@@ -7,15 +7,24 @@ import time
 from dataclasses import dataclass
 
 import httpx
+from prometheus_client import Gauge
 
 from ehrflow_auth.audit import Auditor
 from ehrflow_auth.cache import TokenCache, cache_key
 from ehrflow_auth.discovery import SmartConfiguration, discover
+from ehrflow_auth.keys import Key
 from ehrflow_auth.live import LiveConfig
-from ehrflow_auth.token_request import request_token
+from ehrflow_auth.token_request import IssuedToken, request_token
+from ehrflow_runtime.errors import ConfigurationError
 from ehrflow_runtime.organizations import Organization
 
 KEY_CHECK_INTERVAL_S = 1.0
+
+CREDENTIAL_HEALTHY = Gauge(
+    "ehrflow_auth_credential_healthy",
+    "1 when the organization's last upstream token request succeeded, 0 when the EHR refused our client",
+    ["organization"],
+)
 
 
 @dataclass(frozen=True)
@@ -40,11 +49,21 @@ class TokenService:
         self._kid_checked_at: dict[str, float] = {}
         self._cache_keys: dict[tuple[str, str], str] = {}
 
-    def forget_discovery(self) -> None:
-        """After a registry reload: token endpoints, scopes and keys may have changed."""
+    async def registry_changed(self, *, removed: set[str]) -> None:
+        """After a registry reload: endpoints, scopes and keys may have changed; organizations that are gone
+        (disabled) lose their cached tokens at once (smart-auth.md E5)."""
         self._discovered.clear()
         self._cache_keys.clear()
         self._kid_checked_at.clear()
+        for org_id in sorted(removed):
+            purged = await self._cache.purge_organization(org_id)
+            await self._auditor.record(
+                "organization.removed",
+                organization=org_id,
+                actor="ehrflow-auth",
+                outcome="success",
+                details={"tokens_purged": purged},
+            )
 
     async def _purge_if_key_changed(self, org: Organization) -> None:
         """smart-auth.md E5: an organization's cached tokens go when its signing key changes.
@@ -90,16 +109,26 @@ class TokenService:
 
         async def fetch() -> tuple[str, str, int]:
             signing = self._live.keys.signing_key(org.id) if org.backend_auth.method == "private_key_jwt" else None
-            issued = await request_token(
-                self._http,
-                org,
-                signing,
-                config.token_endpoint,
-                scope=org.scope_for(feature),
-                attempts=self._attempts,
-                auditor=self._auditor,
-            )
+            try:
+                issued = await self._request(org, feature, signing, config)
+            except ConfigurationError:
+                CREDENTIAL_HEALTHY.labels(org.id).set(0)  # smart-auth.md D3: refused client, marked unhealthy
+                raise
+            CREDENTIAL_HEALTHY.labels(org.id).set(1)
             return issued.access_token, issued.scope, issued.expires_in
 
         cached = await self._cache.get_or_fetch(key, min_ttl, fetch, reject=reject)
         return GrantedToken(cached.access_token, time.time() + cached.remaining_s, cached.scope)
+
+    async def _request(
+        self, org: Organization, feature: str, signing: Key | None, config: SmartConfiguration
+    ) -> IssuedToken:
+        return await request_token(
+            self._http,
+            org,
+            signing,
+            config.token_endpoint,
+            scope=org.scope_for(feature),
+            attempts=self._attempts,
+            auditor=self._auditor,
+        )

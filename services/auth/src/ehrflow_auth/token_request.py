@@ -90,8 +90,11 @@ async def request_token(
     """
     auditor = auditor or Auditor(None)
     invalid_client_retried = False
-    failure: Exception = UpstreamUnavailable(f"{org.id}: no attempt made")
-    for attempt in range(1, attempts + 1):
+    budget = attempts  # the one retry after invalid_client comes on top of it
+    failure: Exception = UpstreamUnavailable(f"{org.id}: token endpoint not reached")
+    attempt = 0
+    while attempt < budget:
+        attempt += 1
         fields, headers, jti = _client_authentication(org, key, token_endpoint)
         form = {"grant_type": "client_credentials", **({"scope": scope} if scope else {}), **fields}
         started = time.perf_counter()
@@ -131,6 +134,7 @@ async def request_token(
             )
             if error == "invalid_client" and not invalid_client_retried:
                 invalid_client_retried = True
+                budget += 1
                 continue
             if response.status_code in (400, 401, 403):
                 raise ConfigurationError(
@@ -138,12 +142,12 @@ async def request_token(
                 )
             if response.status_code == 429:
                 wait = _retry_after(response)
-                if wait > 5.0 or attempt == attempts:
+                if wait > 5.0 or attempt == budget:
                     raise RateLimited(f"{org.id}: token endpoint rate-limited us", retry_after_s=wait)
                 await asyncio.sleep(wait)
                 continue
             failure = UpstreamUnavailable(f"{org.id}: token endpoint answered {response.status_code}")
-        if attempt < attempts:
+        if attempt < budget:
             await asyncio.sleep(min(backoff_s * 2**attempt, 2.0) * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
     raise failure
 
