@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -14,10 +15,31 @@ from pathlib import Path
 import httpx
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default; macOS uses 49152-65535, above it too
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port *outside* the kernel's ephemeral range.
+
+    ``bind(0)`` hands out ports from the range outgoing connections use too, so between choosing a port and
+    a child process binding it, any client connection (Kafka, Redis, HTTP) may take it. Below the range
+    only listeners compete, and each candidate is checked.
+    """
+    low = min(_ephemeral_range()[0], 49152)
+    for _ in range(500):
+        port = random.randint(10_000, low - 1)  # noqa: S311 - choosing a port, not a secret
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise StartupError("no free port below the ephemeral range")
 
 
 def tcp_open(host: str, port: int) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 
 from ehrflow_contracts import topics
@@ -24,6 +25,9 @@ from ehrflow_ingest.settings import IngestSettings
 def config(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     cfg = generate(tmp_path_factory.mktemp("ingest-config"))
     write_registry(cfg, {"org1": "http://127.0.0.1:9/fhir", "org2": "http://127.0.0.1:10/fhir"})
+    registry = yaml.safe_load(cfg.organizations_file.read_text())
+    registry["organizations"]["org2"]["ingest"]["keep_resources"] = False  # org2: ids only on the bus
+    cfg.organizations_file.write_text(yaml.safe_dump(registry))
     return cfg
 
 
@@ -60,6 +64,7 @@ async def client(config, tmp_path: Path) -> AsyncIterator[Client]:  # type: igno
         organizations_file=config.organizations_file,
         max_body_bytes=64 * 1024,
         kafka={"create_topics": False, "publish_timeout_s": 2},
+        redis_url="redis://127.0.0.1:1/0",  # no Redis: dedupe is skipped, every event is published
     )
     broker = KafkaBroker()
     app = create_app(settings, broker=broker)
@@ -150,3 +155,78 @@ async def test_echo_of_our_own_write_is_dropped(client: Client) -> None:
     ours["meta"]["tag"] = [{"system": SYSTEM_TAG, "code": TAG_GENERATED}]
     assert (await client.post("org1", samples.r4_backport(events=[(3, ours)]))).status_code == 200
     assert client.published[topics.NOTIFICATION_RECEIVED] == []
+
+
+async def _send(client: Client, method: str, path: str, body: bytes = b"", **headers: str) -> httpx.Response:
+    headers = {"Content-Type": "application/fhir+json", WEBHOOK_HEADER: client.secrets["org1"], **headers}
+    return await client.http.request(method, path, content=body, headers=headers)
+
+
+def _one_event(client: Client) -> dict[str, Any]:
+    [event] = client.published[topics.NOTIFICATION_RECEIVED]
+    return event
+
+
+async def test_classic_put_of_a_bare_resource(client: Client) -> None:
+    body = json.dumps(samples.observation("o1")).encode()
+    assert (await _send(client, "PUT", "/v1/notify/org1/Observation/o1", body)).status_code == 200
+    event = _one_event(client)
+    assert (event["flavour"], event["interaction"], event["focus"]["reference"]) == (
+        "r4-classic",
+        "update",
+        "Observation/o1",
+    )
+    assert event["resource"]["id"] == "o1" and event["patient"] == "Patient/p1"
+
+
+async def test_classic_put_with_an_empty_body_and_delete(client: Client) -> None:
+    assert (await _send(client, "PUT", "/v1/notify/org1/Encounter/e1")).status_code == 200
+    assert (await _send(client, "DELETE", "/v1/notify/org1/Encounter/e1")).status_code == 200
+    put, delete = client.published[topics.NOTIFICATION_RECEIVED]
+    assert (put["focus"]["reference"], put["resource"], put["content_level"]) == ("Encounter/e1", None, "id-only")
+    assert (delete["interaction"], delete["focus"]["reference"]) == ("delete", "Encounter/e1")
+
+
+async def test_empty_post_is_a_ping_and_each_ping_counts(client: Client) -> None:
+    for _ in range(2):
+        assert (await _send(client, "POST", "/v1/notify/org1")).status_code == 200
+    first, second = client.published[topics.NOTIFICATION_RECEIVED]
+    assert first["content_level"] == "empty" and first["focus"] is None
+    assert first["dedupe_key"] != second["dedupe_key"]  # two pings are two changes, never duplicates
+
+
+async def test_medplum_posts_a_bare_resource_and_an_empty_delete(client: Client) -> None:
+    body = json.dumps(samples.observation("o2")).encode()
+    created = await _send(client, "POST", "/v1/notify/org1", body, **{"X-Medplum-Interaction": "create"})
+    deleted = await _send(client, "POST", "/v1/notify/org1", b"{}", **{"X-Medplum-Interaction": "delete"})
+    assert (created.status_code, deleted.status_code) == (200, 200)
+    create, delete = client.published[topics.NOTIFICATION_RECEIVED]
+    assert (create["interaction"], create["focus"]["reference"]) == ("create", "Observation/o2")
+    assert delete["interaction"] == "delete"
+
+
+async def test_a_searchset_bundle_is_one_event_per_resource(client: Client) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": samples.observation("a")}, {"resource": samples.observation("b")}],
+    }
+    assert (await _send(client, "POST", "/v1/notify/org1", json.dumps(bundle).encode())).status_code == 200
+    assert [e["focus"]["reference"] for e in client.published[topics.NOTIFICATION_RECEIVED]] == [
+        "Observation/a",
+        "Observation/b",
+    ]
+
+
+async def test_put_whose_body_is_another_resource_is_400_and_kept(client: Client) -> None:
+    body = json.dumps(samples.observation("o3")).encode()
+    response = await _send(client, "PUT", "/v1/notify/org1/Patient/o3", body)
+    assert response.status_code == 400 and "Patient" in response.json()["issue"][0]["diagnostics"]
+    assert len(client.published[topics.NOTIFICATION_QUARANTINED]) == 1
+
+
+async def test_ids_only_organization_keeps_resources_off_the_bus(client: Client) -> None:
+    assert (await client.post("org2", samples.r4_backport())).status_code == 200
+    event = _one_event(client)
+    assert event["resource"] is None and event["focus"]["reference"] == "Observation/obs-1"
+    assert event["patient"] == "Patient/p1"  # still keyed by patient, from the additional context

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 
 from ehrflow_ingest.sender_auth import SenderSecrets
@@ -49,3 +51,59 @@ def test_authorization_bearer_header(tmp_path: Path) -> None:
     secrets = SenderSecrets([_org(tmp_path, "org1", [("Authorization", "s3cret")])])
     assert secrets.authenticate("org1", {"authorization": "Bearer s3cret"})
     assert not secrets.authenticate("org1", {"authorization": "Bearer s3cre"})
+
+
+def _signed_org(tmp_path: Path, styles: list[str]) -> Organization:
+    files = []
+    for style in styles:
+        path = tmp_path / f"hmac-{style}"
+        path.write_text(f"signing-secret-{style}\n")
+        files.append({"style": style, "file": path})
+    key = tmp_path / "key.pem"
+    key.write_text("x")
+    return Organization.model_validate(
+        {
+            "id": "org1",
+            "name": "org1",
+            "fhir_base_url": "https://ehr.example.org/fhir",
+            "backend_auth": {"client_id": "c", "keys": [{"file": key, "kid": "k"}]},
+            "features": {"news2": ["s"]},
+            "ingest": {"signatures": files},
+            "review": {"api_key_file": key},
+        }
+    )
+
+
+BODY = b'{"resourceType":"Bundle","type":"history","entry":[]}'
+
+
+def test_websub_signature_vector_and_one_flipped_byte(tmp_path: Path) -> None:
+    secrets = SenderSecrets([_signed_org(tmp_path, ["websub"])])
+    digest = hmac.new(b"signing-secret-websub", BODY, hashlib.sha256).hexdigest()  # computed here, not by ingest
+    assert secrets.authenticate("org1", {"x-hub-signature": f"sha256={digest}"}, BODY)
+    assert secrets.authenticate("org1", {"x-hub-signature": f"SHA256={digest.upper()}"}, BODY)
+    flipped = bytes([BODY[0] ^ 0x01]) + BODY[1:]
+    assert not secrets.authenticate("org1", {"x-hub-signature": f"sha256={digest}"}, flipped)
+    assert not secrets.authenticate("org1", {"x-hub-signature": f"sha1={digest}"}, BODY)
+    assert not secrets.authenticate("org1", {}, BODY)
+
+
+def test_medplum_signature_including_the_delete_body(tmp_path: Path) -> None:
+    secrets = SenderSecrets([_signed_org(tmp_path, ["medplum"])])
+    for body in (BODY, b"{}"):
+        digest = hmac.new(b"signing-secret-medplum", body, hashlib.sha256).hexdigest()
+        assert secrets.authenticate("org1", {"x-signature": digest}, body)
+        assert not secrets.authenticate("org1", {"x-signature": digest}, body + b" ")
+
+
+def test_a_signature_for_another_organization_does_not_open_this_one(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    org1 = _signed_org(one, ["websub"])
+    org2 = _signed_org(two, ["websub"]).model_copy(update={"id": "org2"})
+    (two / "hmac-websub").write_text("a-different-secret\n")
+    secrets = SenderSecrets([org1, org2])
+    digest = hmac.new(b"a-different-secret", BODY, hashlib.sha256).hexdigest()
+    assert secrets.authenticate("org2", {"x-hub-signature": f"sha256={digest}"}, BODY)
+    assert not secrets.authenticate("org1", {"x-hub-signature": f"sha256={digest}"}, BODY)

@@ -39,6 +39,9 @@ class NotificationReceived(Envelope):
     resource: dict[str, Any] | None = Field(
         default=None, description="The focus resource, when the sender included it (full-resource)."
     )
+    interaction: Literal["create", "update", "delete"] | None = Field(
+        default=None, description="What happened to the focus, when the sender says (classic PUT/DELETE, Medplum)."
+    )
     dedupe_key: str = Field(description="Key under which duplicates of this event are recognised.")
 
 

@@ -94,10 +94,29 @@ class WebhookSecret(_Strict):
     file: Path
 
 
+class WebhookSignature(_Strict):
+    """An HMAC-SHA256 over the raw body: ``websub`` sends ``X-Hub-Signature: sha256=<hex>`` (athenahealth),
+    ``medplum`` sends ``X-Signature: <hex>``."""
+
+    style: Literal["websub", "medplum"]
+    file: Path = Field(description="The shared signing secret.")
+
+
 class Ingest(_Strict):
-    secrets: tuple[WebhookSecret, ...] = Field(
-        min_length=1, max_length=2, description="One secret, or two while rotating."
+    secrets: tuple[WebhookSecret, ...] = Field(default=(), max_length=2, description="One, or two while rotating.")
+    signatures: tuple[WebhookSignature, ...] = Field(
+        default=(), max_length=2, description="One, or two while rotating."
     )
+    keep_resources: bool = Field(
+        default=True,
+        description="Put the resources senders include on the bus; false keeps ids only (PHI minimisation).",
+    )
+
+    @model_validator(mode="after")
+    def _some_authentication(self) -> Ingest:
+        if not self.secrets and not self.signatures:
+            raise ValueError("secrets|an organization needs webhook secrets or signatures to authenticate its EHR")
+        return self
 
 
 class Review(_Strict):
@@ -232,6 +251,9 @@ def _resolve_files(org: Organization, folder: Path) -> Organization:
     if org.backend_auth.client_secret_file is not None:
         checks.append(("backend_auth.client_secret_file", ["backend_auth"], "client_secret_file"))
     checks += [(f"ingest.secrets.{i}.file", ["ingest", "secrets", i], "file") for i in range(len(org.ingest.secrets))]
+    checks += [
+        (f"ingest.signatures.{i}.file", ["ingest", "signatures", i], "file") for i in range(len(org.ingest.signatures))
+    ]
     for dotted, route, key in checks:
         node: Any = data
         for step in route:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Sequence
@@ -17,6 +18,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 from prometheus_client import Counter
+from redis.exceptions import RedisError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -24,7 +26,9 @@ from starlette.routing import Route
 from ehrflow_contracts import NotificationQuarantined, NotificationReceived, SubscriptionSignal
 from ehrflow_contracts.events import Reference
 from ehrflow_contracts.fhir import is_generated_by_ehrflow
+from ehrflow_ingest import classic
 from ehrflow_ingest.channels import Publishers
+from ehrflow_ingest.dedupe import Claims, Dedupe
 from ehrflow_ingest.notifications import (
     NotificationError,
     ParsedNotification,
@@ -33,7 +37,7 @@ from ehrflow_ingest.notifications import (
     parse_topic_notification,
 )
 from ehrflow_ingest.sender_auth import SenderSecrets
-from ehrflow_runtime.organizations import Registry
+from ehrflow_runtime.organizations import Organization, Registry
 from ehrflow_runtime.outcomes import operation_outcome
 
 log = logging.getLogger("ehrflow.ingest")
@@ -43,9 +47,16 @@ RECEIVED = Counter(
     "ehrflow_ingest_notifications_total", "Notifications by organization and outcome", ["organization", "outcome"]
 )
 EVENTS = Counter("ehrflow_ingest_events_published_total", "Events published", ["organization", "kind"])
+DUPLICATES = Counter(
+    "ehrflow_ingest_duplicates_total", "Duplicate events answered 200 and not published", ["organization"]
+)
+DEDUPE_SKIPPED = Counter(
+    "ehrflow_ingest_dedupe_skipped_total", "Events published without dedupe (Redis down)", ["organization"]
+)
 ECHOES = Counter("ehrflow_ingest_echoes_dropped_total", "Echoes of ehrflow's own writes dropped", ["organization"])
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+NOTIFICATION_BUNDLES = ("history", "subscription-notification")
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,7 @@ class IngestContext:
     publishers: Publishers
     max_body_bytes: int
     publish_timeout_s: float
+    dedupe: Dedupe | None = None
 
 
 class BrokerUnavailable(Exception):
@@ -83,16 +95,17 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _events(org_id: str, note: ParsedNotification, raw: bytes) -> tuple[list[NotificationReceived], int]:
+def _events(org: Organization, note: ParsedNotification, raw: bytes) -> tuple[list[NotificationReceived], int]:
     events, echoes = [], 0
-    for event in note.events:
+    for index, event in enumerate(note.events):
         if is_generated_by_ehrflow(event.resource):
             echoes += 1
             continue
+        key = dedupe_key(org.id, note, event, raw, index)
         events.append(
             NotificationReceived(
-                organization_id=org_id,
-                correlation_id=dedupe_key(org_id, note, event, raw),
+                organization_id=org.id,
+                correlation_id=key,
                 subscription=note.subscription,
                 topic=note.topic,
                 flavour=note.flavour,
@@ -103,11 +116,31 @@ def _events(org_id: str, note: ParsedNotification, raw: bytes) -> tuple[list[Not
                 focus=Reference(reference=event.focus, original=event.focus_original) if event.focus_original else None,
                 additional_context=tuple(Reference(reference=r, original=o) for r, o in event.additional_context),
                 patient=event_patient(event),
-                resource=event.resource,
-                dedupe_key=dedupe_key(org_id, note, event, raw),
+                resource=event.resource if org.ingest.keep_resources else None,
+                interaction=event.interaction,
+                dedupe_key=key,
             )
         )
     return events, echoes
+
+
+def _parse(request: Request, raw: bytes, content_type: str) -> ParsedNotification:
+    """Which shape this is, by route, method and body (subscriptions.md item 15)."""
+    if content_type and content_type not in JSON_TYPES:
+        raise NotificationError(f"content type '{content_type}' is not FHIR JSON")
+    body: Any = None
+    if raw.strip():
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise NotificationError(f"body is not valid JSON ({type(exc).__name__})") from None
+    if "type" in request.path_params:
+        return classic.at_path(request.method, request.path_params["type"], request.path_params["id"], body)
+    if body is None:
+        return classic.ping()
+    if isinstance(body, dict) and body.get("resourceType") == "Bundle" and body.get("type") in NOTIFICATION_BUNDLES:
+        return parse_topic_notification(body)
+    return classic.posted_resource(body, request.headers)
 
 
 def routes(ctx: IngestContext) -> list[Route]:
@@ -124,15 +157,10 @@ def routes(ctx: IngestContext) -> list[Route]:
             return response
 
     async def _handle(request: Request, org_id: str) -> Response:
-        if org_id not in ctx.registry:
+        org = ctx.registry.get(org_id)
+        if org is None:
             RECEIVED.labels("unknown", "unknown-organization").inc()
             return operation_outcome(404, "not-found", "unknown organization")
-        if not ctx.secrets.authenticate(org_id, request.headers):
-            RECEIVED.labels(org_id, "unauthenticated").inc()
-            log.warning("sender authentication failed", extra={"org": org_id})
-            return operation_outcome(
-                401, "security", "sender authentication failed", headers={"WWW-Authenticate": "Bearer"}
-            )
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if "xml" in content_type:
             RECEIVED.labels(org_id, "unsupported-media-type").inc()
@@ -144,49 +172,91 @@ def routes(ctx: IngestContext) -> list[Route]:
         if raw is None:
             RECEIVED.labels(org_id, "too-large").inc()
             return operation_outcome(413, "too-long", f"body exceeds the limit of {ctx.max_body_bytes} bytes")
+        if not ctx.secrets.authenticate(org_id, request.headers, raw):  # before parsing anything
+            RECEIVED.labels(org_id, "unauthenticated").inc()
+            log.warning("sender authentication failed", extra={"org": org_id})
+            return operation_outcome(
+                401, "security", "sender authentication failed", headers={"WWW-Authenticate": "Bearer"}
+            )
         try:
-            if content_type and content_type not in JSON_TYPES:
-                raise NotificationError(f"content type '{content_type}' is not FHIR JSON")
-            try:
-                body = json.loads(raw)
-            except (UnicodeDecodeError, ValueError) as exc:
-                raise NotificationError(f"body is not valid JSON ({type(exc).__name__})") from None
-            note = parse_topic_notification(body)
+            note = _parse(request, raw, content_type)
         except NotificationError as exc:
             return await _reject(request, org_id, raw, content_type, str(exc))
-
         if note.notification_type in ("handshake", "heartbeat", "query-status"):
-            signal = SubscriptionSignal(
-                organization_id=org_id,
-                correlation_id=note.subscription or org_id,
-                subscription=note.subscription,
-                topic=note.topic,
-                notification_type=note.notification_type,
-                status=note.status,
-                events_since_subscription_start=note.events_since_subscription_start,
+            return await _signal(org_id, note)
+        return await _publish_events(org, note, raw)
+
+    async def _signal(org_id: str, note: ParsedNotification) -> Response:
+        signal = SubscriptionSignal(
+            organization_id=org_id,
+            correlation_id=note.subscription or org_id,
+            subscription=note.subscription,
+            topic=note.topic,
+            notification_type=note.notification_type,
+            status=note.status,
+            events_since_subscription_start=note.events_since_subscription_start,
+        )
+        try:
+            await _confirm(ctx, [ctx.publishers.signals.publish(signal, key=f"{org_id}|{note.subscription}".encode())])
+        except BrokerUnavailable as exc:
+            return _unavailable(org_id, exc)
+        EVENTS.labels(org_id, note.notification_type).inc()
+        return _accepted(org_id, note, 1)
+
+    async def _publish_events(org: Organization, note: ParsedNotification, raw: bytes) -> Response:
+        events, echoes = _events(org, note, raw)
+        if echoes:
+            ECHOES.labels(org.id).inc(echoes)
+        claims = await _claim(org.id, [e.dedupe_key for e in events])
+        if claims.in_flight:
+            return operation_outcome(
+                503, "transient", "this notification is being recorded right now; retry", headers={"Retry-After": "1"}
             )
-            sends = [ctx.publishers.signals.publish(signal, key=f"{org_id}|{note.subscription}".encode())]
-            kind: str = note.notification_type
-        else:
-            events, echoes = _events(org_id, note, raw)
-            if echoes:
-                ECHOES.labels(org_id).inc(echoes)
-            sends = [
-                ctx.publishers.events.publish(
-                    e, key=f"{org_id}|{e.patient or (e.focus and e.focus.original) or ''}".encode()
-                )
-                for e in events
-            ]
-            kind = "event"
+        if claims.duplicates:
+            DUPLICATES.labels(org.id).inc(len(claims.duplicates))
+        fresh = [e for e in events if e.dedupe_key in set(claims.new)]
+        sends = [
+            ctx.publishers.events.publish(
+                e, key=f"{org.id}|{e.patient or (e.focus and e.focus.original) or ''}".encode()
+            )
+            for e in fresh
+        ]
         try:
             await _confirm(ctx, sends)
         except BrokerUnavailable as exc:
-            RECEIVED.labels(org_id, "broker-unavailable").inc()
-            log.error("broker did not confirm", extra={"org": org_id, "reason": str(exc)})
-            return operation_outcome(
-                503, "transient", "event store unavailable; retry later", headers={"Retry-After": "5"}
-            )
-        EVENTS.labels(org_id, kind).inc(len(sends))
+            await _release(claims.new)
+            return _unavailable(org.id, exc)
+        await _settle(claims.new)
+        EVENTS.labels(org.id, "event").inc(len(fresh))
+        return _accepted(org.id, note, len(fresh), duplicates=len(claims.duplicates))
+
+    async def _claim(org_id: str, keys: list[str]) -> Claims:
+        """Dedupe claims; without Redis every event is new (Kafka is the record, consumers are idempotent)."""
+        if ctx.dedupe is None or not keys:
+            return Claims(new=keys)
+        try:
+            return await ctx.dedupe.claim(keys)
+        except RedisError:
+            DEDUPE_SKIPPED.labels(org_id).inc(len(keys))
+            log.warning("dedupe unavailable; publishing without it", extra={"org": org_id, "events": len(keys)})
+            return Claims(new=keys)
+
+    async def _settle(keys: list[str]) -> None:
+        if ctx.dedupe is not None:
+            with contextlib.suppress(RedisError):  # the claim expires by itself
+                await ctx.dedupe.confirm(keys)
+
+    async def _release(keys: list[str]) -> None:
+        if ctx.dedupe is not None:
+            with contextlib.suppress(RedisError):
+                await ctx.dedupe.release(keys)
+
+    def _unavailable(org_id: str, exc: Exception) -> Response:
+        RECEIVED.labels(org_id, "broker-unavailable").inc()
+        log.error("broker did not confirm", extra={"org": org_id, "reason": str(exc)})
+        return operation_outcome(503, "transient", "event store unavailable; retry later", headers={"Retry-After": "5"})
+
+    def _accepted(org_id: str, note: ParsedNotification, published: int, duplicates: int = 0) -> Response:
         RECEIVED.labels(org_id, "accepted").inc()
         log.info(
             "notification accepted",
@@ -194,11 +264,14 @@ def routes(ctx: IngestContext) -> list[Route]:
                 "org": org_id,
                 "type": note.notification_type,
                 "subscription": note.subscription,
-                "events": len(sends),
+                "events": published,
+                "duplicates": duplicates,
                 "flavour": note.flavour,
             },
         )
-        return operation_outcome(200, "informational", f"accepted {len(sends)} record(s)", severity="information")
+        return operation_outcome(
+            200, "informational", f"accepted {published} record(s), {duplicates} duplicate(s)", severity="information"
+        )
 
     async def _reject(request: Request, org_id: str, raw: bytes, content_type: str, reason: str) -> Response:
         """400 with a precise reason; the raw bytes go to the quarantine topic first (nothing is lost)."""
@@ -212,15 +285,15 @@ def routes(ctx: IngestContext) -> list[Route]:
         )
         try:
             await _confirm(ctx, [ctx.publishers.quarantine.publish(quarantined, key=org_id.encode())])
-        except BrokerUnavailable:
-            RECEIVED.labels(org_id, "broker-unavailable").inc()
-            return operation_outcome(
-                503, "transient", "event store unavailable; retry later", headers={"Retry-After": "5"}
-            )
+        except BrokerUnavailable as exc:
+            return _unavailable(org_id, exc)
         RECEIVED.labels(org_id, "rejected").inc()
         log.warning(
             "notification rejected", extra={"org": org_id, "reason": reason, "quarantine_id": quarantined.event_id}
         )
         return operation_outcome(400, "invalid", reason)
 
-    return [Route("/v1/notify/{org}", notify, methods=["POST"])]
+    return [
+        Route("/v1/notify/{org}", notify, methods=["POST"]),
+        Route("/v1/notify/{org}/{type}/{id}", notify, methods=["PUT", "DELETE"]),
+    ]

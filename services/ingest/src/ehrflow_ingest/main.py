@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from ehrflow_contracts import topics
 from ehrflow_ingest.app import IngestContext, routes
 from ehrflow_ingest.channels import declare
+from ehrflow_ingest.dedupe import Dedupe
 from ehrflow_ingest.sender_auth import SenderSecrets
 from ehrflow_ingest.settings import IngestSettings
 from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
@@ -20,6 +21,7 @@ from ehrflow_runtime.health import health_routes
 from ehrflow_runtime.http_errors import exception_handlers
 from ehrflow_runtime.logging import configure_logging
 from ehrflow_runtime.organizations import load_registry
+from ehrflow_runtime.redis_client import make_redis
 from ehrflow_runtime.serve import run_asgi
 from ehrflow_runtime.settings import KafkaSettings
 from ehrflow_runtime.telemetry import configure_telemetry
@@ -28,12 +30,14 @@ from ehrflow_runtime.telemetry import configure_telemetry
 def create_app(settings: IngestSettings, broker: KafkaBroker | None = None) -> Starlette:
     registry = load_registry(settings.organizations_file)
     broker = broker or make_broker(settings.kafka, client_id="ingest")
+    redis = make_redis(settings.redis_url.get_secret_value())
     ctx = IngestContext(
         registry=registry,
         secrets=SenderSecrets(list(registry)),
         publishers=declare(broker),
         max_body_bytes=settings.max_body_bytes,
         publish_timeout_s=settings.kafka.publish_timeout_s,
+        dedupe=Dedupe(redis),
     )
 
     @contextlib.asynccontextmanager
@@ -44,12 +48,19 @@ def create_app(settings: IngestSettings, broker: KafkaBroker | None = None) -> S
             yield
         finally:
             await broker.stop()
+            await redis.aclose()
+
+    async def redis_ok() -> bool:
+        try:
+            return bool(await redis.ping())
+        except Exception:
+            return False
 
     async def ready() -> bool:
         return await broker_ready(broker)
 
     return Starlette(
-        routes=[*routes(ctx), *health_routes({"broker": ready})],
+        routes=[*routes(ctx), *health_routes({"broker": ready}, optional={"redis": redis_ok})],
         lifespan=lifespan,
         exception_handlers=dict(exception_handlers()),
     )

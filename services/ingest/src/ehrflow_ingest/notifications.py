@@ -7,11 +7,14 @@ strings or numbers, references in any form, unknown parameters kept out of the w
 from __future__ import annotations
 
 import hashlib
+import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ehrflow_contracts.events import ContentLevel, Flavour, NotificationType
 from ehrflow_ingest.references import normalize, patient_of
+
+Interaction = Literal["create", "update", "delete"]
 
 NOTIFICATION_TYPES = {"handshake", "heartbeat", "event-notification", "query-status", "query-event"}
 
@@ -28,6 +31,7 @@ class ParsedEvent:
     additional_context: tuple[tuple[str | None, str], ...]
     resource: dict[str, Any] | None
     event_id: str | None = None
+    interaction: Interaction | None = None
 
 
 @dataclass(frozen=True)
@@ -193,17 +197,24 @@ def parse_topic_notification(body: Any) -> ParsedNotification:
     )
 
 
-def dedupe_key(org_id: str, note: ParsedNotification, event: ParsedEvent, raw_body: bytes) -> str:
-    """Key precedence (subscriptions.md item 22): event id → (subscription, event number) →
-    (focus, versionId) → hash of the body. Bundle ids are reused by senders and never used."""
+def dedupe_key(org_id: str, note: ParsedNotification, event: ParsedEvent, raw_body: bytes, index: int = 0) -> str:
+    """Key precedence (subscriptions.md item 22): event id → (subscription, event number) → (focus,
+    versionId) → a delete of the focus → hash of the body and the event's place in it. ``Bundle.id`` is
+    reused by senders and never used. An event with nothing to recognise it by (an empty ping, an empty
+    PUT) is never a duplicate: dropping one would lose a change, while a repeat is harmless."""
+    version = (event.resource or {}).get("meta", {}).get("versionId") if event.resource else None
     if event.event_id:
         basis = f"id:{event.event_id}"
     elif note.subscription and event.event_number is not None:
         basis = f"sub:{note.subscription}#{event.event_number}"
-    elif event.focus and event.resource and (event.resource.get("meta") or {}).get("versionId"):
-        basis = f"ver:{event.focus}/_history/{event.resource['meta']['versionId']}"
+    elif event.focus and version:
+        basis = f"ver:{event.focus}/_history/{version}"
+    elif event.focus and event.interaction == "delete":
+        basis = f"delete:{event.focus}"
+    elif raw_body.strip() and (event.resource is not None or note.flavour != "r4-classic"):
+        basis = f"body:{hashlib.sha256(raw_body).hexdigest()}#{index}"
     else:
-        basis = "body:" + hashlib.sha256(raw_body).hexdigest()
+        basis = f"unique:{uuid.uuid4()}"
     return hashlib.sha256(f"{org_id}\x1f{basis}".encode()).hexdigest()
 
 

@@ -1,33 +1,60 @@
-"""Authenticating the EHR that sends a notification: per organization, before anything expensive."""
+"""Authenticating the EHR that sends a notification, per organization, before anything expensive.
+
+Two kinds, configurable per organization and usable together (subscriptions.md items 11–12):
+- a static header secret from the Subscription's ``channel.header`` (any header name; ``Authorization``
+  carries ``Bearer <secret>``), one or two valid at once for rotation;
+- an HMAC-SHA256 over the **raw body bytes**: ``X-Hub-Signature: sha256=<hex>`` (WebSub, athenahealth) or
+  ``X-Signature: <hex>`` (Medplum, whose delete notifications sign the body ``{}``).
+Every configured secret is compared, in constant time, so timing does not reveal which one matched.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Mapping
-
-from pydantic import SecretStr
 
 from ehrflow_runtime.organizations import Organization
 from ehrflow_runtime.settings import read_secret_file
 
+SIGNATURE_HEADERS = {"websub": "x-hub-signature", "medplum": "x-signature"}
+
+
+def signature(secret: bytes, body: bytes) -> str:
+    return hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def _presented_signature(style: str, headers: Mapping[str, str]) -> str:
+    value = headers.get(SIGNATURE_HEADERS[style], "").strip()
+    if style == "websub":
+        scheme, _, value = value.partition("=")
+        return value.lower() if scheme.lower() == "sha256" else ""
+    return value.lower()
+
 
 class SenderSecrets:
-    """Each organization's webhook secrets (one, or two during rotation), read once from their files."""
+    """Each organization's webhook secrets and signing secrets, read once from their files."""
 
     def __init__(self, organizations: list[Organization]) -> None:
-        self._secrets: dict[str, list[tuple[str, SecretStr]]] = {
-            org.id: [(s.header.lower(), read_secret_file(s.file)) for s in org.ingest.secrets] for org in organizations
+        self._headers = {
+            org.id: [
+                (s.header.lower(), read_secret_file(s.file).get_secret_value().encode()) for s in org.ingest.secrets
+            ]
+            for org in organizations
+        }
+        self._signing = {
+            org.id: [(s.style, read_secret_file(s.file).get_secret_value().encode()) for s in org.ingest.signatures]
+            for org in organizations
         }
 
-    def authenticate(self, organization_id: str, headers: Mapping[str, str]) -> bool:
-        """True when any of the organization's secrets is presented in its header (constant-time compare).
-
-        Every configured secret is compared, so timing does not reveal which one matched.
-        """
+    def authenticate(self, organization_id: str, headers: Mapping[str, str], body: bytes = b"") -> bool:
         matched = False
-        for header, secret in self._secrets.get(organization_id, []):
+        for header, secret in self._headers.get(organization_id, []):
             presented = headers.get(header, "")
             if header == "authorization" and presented[:7].lower() == "bearer ":
                 presented = presented[7:]
-            matched |= hmac.compare_digest(presented.encode(), secret.get_secret_value().encode())
+            matched |= hmac.compare_digest(presented.encode(), secret)
+        for style, secret in self._signing.get(organization_id, []):
+            expected = signature(secret, body).encode()
+            matched |= hmac.compare_digest(_presented_signature(style, headers).encode(), expected)
         return matched
