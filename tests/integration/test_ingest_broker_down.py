@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from pathlib import Path
 
 import httpx
@@ -13,11 +14,14 @@ from ehrflow_devstack import samples
 from ehrflow_devstack.config import WEBHOOK_HEADER, generate, write_registry
 from ehrflow_devstack.parts import Part
 from ehrflow_devstack.processes import Process, free_port, http_ok
+from ehrflow_devstack.stack import Stack
 
 pytestmark = pytest.mark.integration
 
 
-def test_broker_stopped_means_503(private_broker: Part, tmp_path: Path) -> None:
+def test_broker_stopped_means_503(stack: Stack, private_broker: Part, tmp_path: Path) -> None:
+    assert stack.redis
+    subscription = f"broker-down-{uuid.uuid4().hex[:8]}"  # events no earlier run has recorded
     config = generate(tmp_path / "config")
     write_registry(config, {"org1": "http://127.0.0.1:9/fhir", "org2": "http://127.0.0.1:10/fhir"})
     url = f"http://127.0.0.1:{free_port()}"
@@ -30,6 +34,7 @@ def test_broker_stopped_means_503(private_broker: Part, tmp_path: Path) -> None:
             "EHRFLOW_KAFKA__BOOTSTRAP_SERVERS": private_broker.url,
             "EHRFLOW_KAFKA__ENABLE_IDEMPOTENCE": "false",
             "EHRFLOW_KAFKA__PUBLISH_TIMEOUT_S": "2",
+            "EHRFLOW_REDIS_URL": stack.redis.url,
             "EHRFLOW_PORT": url.rsplit(":", 1)[1],
         },
         ready=lambda: http_ok(f"{url}/readyz"),
@@ -39,7 +44,9 @@ def test_broker_stopped_means_503(private_broker: Part, tmp_path: Path) -> None:
         headers = {"Content-Type": "application/fhir+json", WEBHOOK_HEADER: config.webhook_secret("org1")}
 
         def post(n: int) -> int:
-            body = json.dumps(samples.r4_backport(events=[(n, samples.observation(f"o{n}"))]))
+            body = json.dumps(
+                samples.r4_backport(events=[(n, samples.observation(f"o{n}"))], subscription=subscription)
+            )
             return httpx.post(f"{url}/v1/notify/org1", content=body, headers=headers, timeout=30).status_code
 
         assert post(1) == 200

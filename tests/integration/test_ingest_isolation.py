@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import httpx
 import pytest
@@ -18,7 +19,8 @@ pytestmark = pytest.mark.integration
 
 def _notify_org1(stack: Stack, observation_id: str, *, secret_of: str) -> int:
     assert stack.config
-    body = json.dumps(samples.r4_backport(events=[(1, samples.observation(observation_id, "Patient/isolation"))]))
+    event = (1, samples.observation(observation_id, "Patient/isolation"))
+    body = json.dumps(samples.r4_backport(events=[event], subscription=f"isolation-{uuid.uuid4().hex[:8]}"))
     headers = {"Content-Type": "application/fhir+json", WEBHOOK_HEADER: stack.config.webhook_secret(secret_of)}
     return httpx.post(f"{stack.urls['ingest']}/v1/notify/org1", content=body, headers=headers, timeout=10).status_code
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator
 
 import httpx
@@ -56,7 +57,10 @@ async def test_webhook_trace_reaches_the_draft(
 ) -> None:
     assert stack.config
     kafka = {"bootstrap_servers": private_broker.url, "enable_idempotence": False}
-    ingest = create_ingest(IngestSettings(organizations_file=stack.config.organizations_file, kafka=kafka))
+    assert stack.redis
+    ingest = create_ingest(
+        IngestSettings(organizations_file=stack.config.organizations_file, kafka=kafka, redis_url=stack.redis.url)
+    )
     inference = create_inference(
         InferenceSettings(
             organizations_file=stack.config.organizations_file,
@@ -78,7 +82,7 @@ async def test_webhook_trace_reaches_the_draft(
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=ingest), base_url="http://ingest") as client:
             response = await client.post(
                 "/v1/notify/org1",
-                content=json.dumps(r4_backport(events=[(1, trigger)])),
+                content=json.dumps(r4_backport(events=[(1, trigger)], subscription=f"trace-{uuid.uuid4().hex[:8]}")),
                 headers={
                     "Content-Type": "application/fhir+json",
                     WEBHOOK_HEADER: stack.config.webhook_secret("org1"),

@@ -10,4 +10,4 @@ WAIT_FOR_CONNECTION_S = 5.0
 
 def make_redis(url: str) -> Redis:
     pool = BlockingConnectionPool.from_url(url, max_connections=MAX_CONNECTIONS, timeout=WAIT_FOR_CONNECTION_S)
-    return Redis(connection_pool=pool)
+    return Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections too
