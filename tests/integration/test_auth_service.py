@@ -3,7 +3,6 @@ and the service policy keeps every caller to its own organizations and features.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import yaml
 
 from ehrflow_contracts import topics
 from ehrflow_devstack.kafka_read import read_topic, wait_for_records
-from ehrflow_devstack.processes import Process, free_port, http_ok
 from ehrflow_devstack.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -106,19 +104,7 @@ def org1_only_auth(stack: Stack, tmp_path: Path) -> Iterator[str]:
             }
         )
     )
-    url = f"http://127.0.0.1:{free_port()}"
-    proc = Process(
-        "auth-org1-only",
-        [sys.executable, "-m", "ehrflow_auth.main"],
-        tmp_path / "auth.log",
-        env={
-            **stack.service_env("auth"),
-            "EHRFLOW_SERVICE_POLICY_FILE": str(policy),
-            "EHRFLOW_PORT": url.rsplit(":", 1)[1],
-        },
-        ready=lambda: http_ok(f"{url}/readyz"),
-    )
-    proc.start(timeout=60)
+    proc, url = stack.start_service("auth", tmp_path / "auth.log", EHRFLOW_SERVICE_POLICY_FILE=str(policy))
     try:
         yield url
     finally:

@@ -58,21 +58,13 @@ def replicas(stack: Stack, tmp_path: Path) -> Iterator[tuple[list[str], str, str
         started.append(counter)
         urls = []
         for i in range(REPLICAS):
-            url = f"http://127.0.0.1:{free_port()}"
-            proc = Process(
-                f"auth-{i}",
-                [sys.executable, "-m", "ehrflow_auth.main"],
+            proc, url = stack.start_service(
+                "auth",
                 tmp_path / f"auth-{i}.log",
-                env={
-                    **stack.service_env("auth"),
-                    "EHRFLOW_ORGANIZATIONS_FILE": str(config.organizations_file),
-                    "EHRFLOW_SERVICE_POLICY_FILE": str(config.policy_file),
-                    "EHRFLOW_TOKEN_CACHE_KEY_FILE": str(config.cache_key_file),
-                    "EHRFLOW_PORT": url.rsplit(":", 1)[1],
-                },
-                ready=lambda url=url: http_ok(f"{url}/readyz"),
+                EHRFLOW_ORGANIZATIONS_FILE=str(config.organizations_file),
+                EHRFLOW_SERVICE_POLICY_FILE=str(config.policy_file),
+                EHRFLOW_TOKEN_CACHE_KEY_FILE=str(config.cache_key_file),
             )
-            proc.start(timeout=60)
             started.append(proc)
             urls.append(url)
         yield urls, ehr, org

@@ -113,21 +113,15 @@ def env(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]
                 "return_url": RETURN_URL,
             }
         config.organizations_file.write_text(yaml.safe_dump(registry))
-        proc = Process(
-            "auth-launch",
-            [sys.executable, "-m", "ehrflow_auth.main"],
+        proc, _ = stack.start_service(
+            "auth",
             tmp / "auth.log",
-            env={
-                **stack.service_env("auth"),
-                "EHRFLOW_ORGANIZATIONS_FILE": str(config.organizations_file),
-                "EHRFLOW_SERVICE_POLICY_FILE": str(config.policy_file),
-                "EHRFLOW_TOKEN_CACHE_KEY_FILE": str(config.cache_key_file),
-                "EHRFLOW_LAUNCH_STATE_TTL_S": str(STATE_TTL_S),
-                "EHRFLOW_PORT": auth.rsplit(":", 1)[1],
-            },
-            ready=lambda: http_ok(f"{auth}/readyz"),
+            url=auth,
+            EHRFLOW_ORGANIZATIONS_FILE=str(config.organizations_file),
+            EHRFLOW_SERVICE_POLICY_FILE=str(config.policy_file),
+            EHRFLOW_TOKEN_CACHE_KEY_FILE=str(config.cache_key_file),
+            EHRFLOW_LAUNCH_STATE_TTL_S=str(STATE_TTL_S),
         )
-        proc.start(timeout=60)
         started.append(proc)
         yield Env(auth, ehr, config)
     finally:
@@ -347,23 +341,19 @@ def review_api(env: Env, stack: Stack, tmp_path_factory: pytest.TempPathFactory)
     """Writeback's review API trusting this module's auth service (on a broker of its own)."""
     tmp = tmp_path_factory.mktemp("review")
     broker = start_tansu(tmp)
-    url = f"http://127.0.0.1:{free_port()}"
-    proc = Process(
-        "writeback-review",
-        [sys.executable, "-m", "ehrflow_writeback.main"],
-        tmp / "writeback.log",
-        env={
-            **stack.service_env("writeback"),
-            "EHRFLOW_ORGANIZATIONS_FILE": str(env.config.organizations_file),
-            "EHRFLOW_KAFKA__BOOTSTRAP_SERVERS": broker.url,
-            "EHRFLOW_AUTH__URL": env.auth,
-            "EHRFLOW_AUTH__CREDENTIAL_FILE": str(env.config.credentials_dir / "writeback"),
-            "EHRFLOW_PORT": url.rsplit(":", 1)[1],
-        },
-        ready=lambda: http_ok(f"{url}/readyz"),
-    )
     try:
-        proc.start(timeout=90)
+        proc, url = stack.start_service(
+            "writeback",
+            tmp / "writeback.log",
+            EHRFLOW_ORGANIZATIONS_FILE=str(env.config.organizations_file),
+            EHRFLOW_KAFKA__BOOTSTRAP_SERVERS=broker.url,
+            EHRFLOW_AUTH__URL=env.auth,
+            EHRFLOW_AUTH__CREDENTIAL_FILE=str(env.config.credentials_dir / "writeback"),
+        )
+    except BaseException:
+        broker.stop()
+        raise
+    try:
         yield url
     finally:
         proc.stop()

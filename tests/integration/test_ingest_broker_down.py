@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import uuid
 from pathlib import Path
 
@@ -13,33 +12,23 @@ import pytest
 from ehrflow_devstack import samples
 from ehrflow_devstack.config import WEBHOOK_HEADER, generate, write_registry
 from ehrflow_devstack.parts import Part
-from ehrflow_devstack.processes import Process, free_port, http_ok
 from ehrflow_devstack.stack import Stack
 
 pytestmark = pytest.mark.integration
 
 
 def test_broker_stopped_means_503(stack: Stack, private_broker: Part, tmp_path: Path) -> None:
-    assert stack.redis
     subscription = f"broker-down-{uuid.uuid4().hex[:8]}"  # events no earlier run has recorded
     config = generate(tmp_path / "config")
     write_registry(config, {"org1": "http://127.0.0.1:9/fhir", "org2": "http://127.0.0.1:10/fhir"})
-    url = f"http://127.0.0.1:{free_port()}"
-    ingest = Process(
+    ingest, url = stack.start_service(
         "ingest",
-        [sys.executable, "-m", "ehrflow_ingest.main"],
         tmp_path / "ingest.log",
-        env={
-            "EHRFLOW_ORGANIZATIONS_FILE": str(config.organizations_file),
-            "EHRFLOW_KAFKA__BOOTSTRAP_SERVERS": private_broker.url,
-            "EHRFLOW_KAFKA__ENABLE_IDEMPOTENCE": "false",
-            "EHRFLOW_KAFKA__PUBLISH_TIMEOUT_S": "2",
-            "EHRFLOW_REDIS_URL": stack.redis.url,
-            "EHRFLOW_PORT": url.rsplit(":", 1)[1],
-        },
-        ready=lambda: http_ok(f"{url}/readyz"),
+        EHRFLOW_ORGANIZATIONS_FILE=str(config.organizations_file),
+        EHRFLOW_KAFKA__BOOTSTRAP_SERVERS=private_broker.url,
+        EHRFLOW_KAFKA__ENABLE_IDEMPOTENCE="false",
+        EHRFLOW_KAFKA__PUBLISH_TIMEOUT_S="2",
     )
-    ingest.start(timeout=60)
     try:
         headers = {"Content-Type": "application/fhir+json", WEBHOOK_HEADER: config.webhook_secret("org1")}
 

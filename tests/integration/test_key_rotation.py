@@ -7,7 +7,6 @@ for longer than that before it signs: this test takes about six minutes, by desi
 from __future__ import annotations
 
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +21,7 @@ from ehrflow_contracts import topics
 from ehrflow_devstack.config import FEATURES, SEKMET_SCOPES, generate
 from ehrflow_devstack.kafka_read import read_topic
 from ehrflow_devstack.parts import Part, start_sekmet
-from ehrflow_devstack.processes import Process, free_port, http_ok
+from ehrflow_devstack.processes import free_port
 from ehrflow_devstack.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -67,25 +66,21 @@ def rotating(stack: Stack, tmp_path: Path) -> Iterator[tuple[str, Part, Path, st
             }
         )
     )
-    auth = Process(
-        "auth-rotation",
-        [sys.executable, "-m", "ehrflow_auth.main"],
-        tmp_path / "auth.log",
-        env={
-            **stack.service_env("auth"),
-            "EHRFLOW_ORGANIZATIONS_FILE": str(config.organizations_file),
-            "EHRFLOW_SERVICE_POLICY_FILE": str(config.policy_file),
-            "EHRFLOW_TOKEN_CACHE_KEY_FILE": str(config.cache_key_file),
-            "EHRFLOW_REGISTRY_RELOAD_S": "1",
-            "EHRFLOW_PORT": auth_url.rsplit(":", 1)[1],
-        },
-        ready=lambda: http_ok(f"{auth_url}/readyz"),
-    )
+    auth = None
     try:
-        auth.start(timeout=60)
+        auth, _ = stack.start_service(
+            "auth",
+            tmp_path / "auth.log",
+            url=auth_url,
+            EHRFLOW_ORGANIZATIONS_FILE=str(config.organizations_file),
+            EHRFLOW_SERVICE_POLICY_FILE=str(config.policy_file),
+            EHRFLOW_TOKEN_CACHE_KEY_FILE=str(config.cache_key_file),
+            EHRFLOW_REGISTRY_RELOAD_S="1",
+        )
         yield auth_url, ehr, config.organizations_file, config.service_credential("inference")
     finally:
-        auth.stop()
+        if auth is not None:
+            auth.stop()
         ehr.stop()
 
 

@@ -87,15 +87,9 @@ class Stack:
                 self._say(f"sandbox EHR {org.id} ({org.name}) at {self.ehrs[org.id].url}")
             write_registry(self.config, {org: part.url for org, part in self.ehrs.items()})
             for name in SERVICES:
-                proc = Process(
-                    name,
-                    [sys.executable, "-m", f"ehrflow_{name}.main"],
-                    self.logs / f"{name}.log",
-                    env=self.service_env(name),
-                    ready=functools.partial(http_ok, f"{self.urls[name]}/readyz"),
+                self.services[name] = self._track(
+                    launch_service(name, self.urls[name], self.logs / f"{name}.log", self.service_env(name))
                 )
-                proc.start(timeout=90)
-                self.services[name] = self._track(proc)
                 self._say(f"{name} ready at {self.urls[name]}")
         except BaseException:
             self.stop()
@@ -105,6 +99,15 @@ class Stack:
     def _track(self, item: Startable) -> Startable:
         self._started.append(item)
         return item
+
+    def start_service(
+        self, service: str, log: Path, *, url: str | None = None, **overrides: str
+    ) -> tuple[Process, str]:
+        """Another replica of ``service`` on this stack, with settings overridden (``EHRFLOW_*`` names);
+        the caller stops it. Returns the process and its URL."""
+        url = url or f"http://127.0.0.1:{free_port()}"
+        env = {**self.service_env(service), **overrides, "EHRFLOW_PORT": url.rsplit(":", 1)[1]}
+        return launch_service(service, url, log, env), url
 
     def stop(self) -> None:
         """Stop exactly what this stack started, in reverse order."""
@@ -116,3 +119,16 @@ class Stack:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def launch_service(service: str, url: str, log: Path, env: dict[str, str], timeout: float = 90) -> Process:
+    """Start one ehrflow service process and wait until its ``/readyz`` answers 200."""
+    proc = Process(
+        service,
+        [sys.executable, "-m", f"ehrflow_{service}.main"],
+        log,
+        env=env,
+        ready=functools.partial(http_ok, f"{url}/readyz"),
+    )
+    proc.start(timeout=timeout)
+    return proc
