@@ -1,7 +1,9 @@
 """Audit records: every token issued or refused, every launch and session (smart-auth.md C4, issue 3).
 
 Each record is a JSON log line on the ``ehrflow.audit`` logger and an ``AuditRecorded`` event on the
-audit topic. Callers pass ids and references only; ``details`` never holds a token, assertion or key.
+audit topic; cached tokens handed out again are counted and audited as periodic ``token.served``
+summaries (see ``Auditor.served``). Callers pass ids and references only; ``details`` never holds a
+token, assertion or key.
 """
 
 from __future__ import annotations

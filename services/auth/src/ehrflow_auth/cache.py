@@ -6,6 +6,8 @@
 - One replica asks the EHR while the others wait for its result (``SET NX PX`` lock, owner token,
   compare-and-delete release).
 - A 429 sets a shared back-off flag; meanwhile a token that still has the caller's minimum life is served.
+- Each replica also keeps a token in memory for at most ``LOCAL_MAX_AGE_S`` (never past Redis's TTL), so
+  the hot path makes no Redis round trip; a purge or a rejected digest bypasses it.
 """
 
 from __future__ import annotations
