@@ -133,3 +133,16 @@ def test_dedupe_key_precedence() -> None:
     bumped_note = parse_topic_notification(bumped)
     object.__setattr__(bumped_note, "subscription", None)
     assert dedupe_key("org1", bumped_note, bumped_note.events[0], raw) != by_version
+
+
+def test_odd_json_types_are_a_precise_error_not_a_crash() -> None:
+    """Found by fuzzing: a list where the notification type belongs used to raise TypeError (500)."""
+    body = samples.r4_backport()
+    body["entry"][0]["resource"]["parameter"][3] = {"name": "type", "value": []}
+    with pytest.raises(NotificationError, match="notification type"):
+        parse_topic_notification(body)
+    odd = samples.r4_backport()
+    odd["entry"][0]["resource"]["parameter"][1] = {"name": "topic", "valueCanonical": {"not": "a string"}}
+    odd["entry"][0]["resource"]["parameter"][2] = {"name": "status", "valueCode": 7}
+    note = parse_topic_notification(odd)
+    assert (note.topic, note.status) == (None, None)

@@ -18,6 +18,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 from prometheus_client import Counter
+from pydantic import ValidationError
 from redis.exceptions import RedisError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -182,9 +183,14 @@ def routes(ctx: IngestContext) -> list[Route]:
             note = _parse(request, raw, content_type)
         except NotificationError as exc:
             return await _reject(request, org_id, raw, content_type, str(exc))
-        if note.notification_type in ("handshake", "heartbeat", "query-status"):
-            return await _signal(org_id, note)
-        return await _publish_events(org, note, raw)
+        try:
+            if note.notification_type in ("handshake", "heartbeat", "query-status"):
+                return await _signal(org_id, note)
+            return await _publish_events(org, note, raw)
+        except ValidationError as exc:  # a value the parser let through that an event cannot hold
+            err = exc.errors()[0]
+            reason = f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
+            return await _reject(request, org_id, raw, content_type, reason)
 
     async def _signal(org_id: str, note: ParsedNotification) -> Response:
         signal = SubscriptionSignal(

@@ -7,9 +7,10 @@ strings or numbers, references in any form, unknown parameters kept out of the w
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from ehrflow_contracts.events import ContentLevel, Flavour, NotificationType
 from ehrflow_ingest.references import normalize, patient_of
@@ -61,6 +62,11 @@ def _int(value: Any) -> int | None:
         return int(str(value).strip())
     except ValueError:
         raise NotificationError(f"counter '{value}' is not an integer") from None
+
+
+def _text(value: Any) -> str | None:
+    """A string element, or None: a sender's odd types for optional elements are not worth a rejection."""
+    return value if isinstance(value, str) else None
 
 
 def _value(param: dict[str, Any]) -> Any:
@@ -167,8 +173,10 @@ def parse_topic_notification(body: Any) -> ParsedNotification:
             f"Bundle type '{bundle_type}' with entry[0] '{status_type}' is not a subscription notification"
         )
     ntype = head.get("type")
-    if ntype not in NOTIFICATION_TYPES:
-        raise NotificationError(f"notification type '{ntype}' is not one of {sorted(NOTIFICATION_TYPES)}")
+    if not isinstance(ntype, str) or ntype not in NOTIFICATION_TYPES:
+        raise NotificationError(
+            f"notification type {json.dumps(ntype)[:40]} is not one of {sorted(NOTIFICATION_TYPES)}"
+        )
     included = _resources_by_ref(entries[1:])
     events = []
     for raw in raw_events:
@@ -188,10 +196,10 @@ def parse_topic_notification(body: Any) -> ParsedNotification:
         events.append(ParsedEvent(None, None, None, (), None))
     return ParsedNotification(
         flavour=flavour,
-        notification_type=ntype,
+        notification_type=cast(NotificationType, ntype),  # checked against NOTIFICATION_TYPES above
         subscription=normalize(head.get("subscription")) or head.get("subscription"),
-        topic=head.get("topic"),
-        status=head.get("status"),
+        topic=_text(head.get("topic")),
+        status=_text(head.get("status")),
         events_since_subscription_start=_int(head.get("events_since")),
         events=tuple(events),
     )
