@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 
 from ehrflow_contracts import topics
 from ehrflow_devstack.config import WEBHOOK_HEADER
-from ehrflow_devstack.kafka_read import _read_all
+from ehrflow_devstack.kafka_read import read_records
 from ehrflow_devstack.parts import Part
 from ehrflow_devstack.samples import r4_backport
 from ehrflow_devstack.scenario import Ehr, cases
@@ -92,7 +92,7 @@ async def test_webhook_trace_reaches_the_draft(
         assert response.status_code == 200
         drafts: list[tuple[dict, dict[str, bytes]]] = []  # type: ignore[type-arg]
         for _ in range(120):
-            drafts = await _read_all(private_broker.url, topics.DRAFT_PROPOSED)
+            drafts = await read_records(private_broker.url, topics.DRAFT_PROPOSED)
             if drafts:
                 break
             await asyncio.sleep(0.5)

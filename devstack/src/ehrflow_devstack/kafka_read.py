@@ -13,7 +13,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 Record = dict[str, Any]
 
 
-async def _read_all(bootstrap: str, topic: str) -> list[tuple[Record, dict[str, bytes]]]:
+async def read_records(bootstrap: str, topic: str) -> list[tuple[Record, dict[str, bytes]]]:
+    """Every record currently on the topic, with its headers (for async callers)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
     try:
         await consumer.start()
@@ -46,11 +47,7 @@ async def _caught_up(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]
 
 def read_topic(bootstrap: str, topic: str) -> list[Record]:
     """Every record currently on the topic (values as JSON)."""
-    return [value for value, _ in asyncio.run(_read_all(bootstrap, topic))]
-
-
-def read_topic_with_headers(bootstrap: str, topic: str) -> list[tuple[Record, dict[str, bytes]]]:
-    return asyncio.run(_read_all(bootstrap, topic))
+    return [value for value, _ in asyncio.run(read_records(bootstrap, topic))]
 
 
 def wait_for_records(

@@ -92,10 +92,6 @@ class Process:
         self.stop()
         raise StartupError(f"{self.name} not ready after {timeout:.0f}s; see {self.log_path}")
 
-    @property
-    def pid(self) -> int | None:
-        return self.popen.pid if self.popen else None
-
     def signal(self, sig: int) -> None:
         if self.popen and self.popen.poll() is None:
             os.killpg(self.popen.pid, sig)

@@ -7,32 +7,30 @@ import hmac
 from pathlib import Path
 
 from ehrflow_ingest.sender_auth import SenderSecrets
-from ehrflow_runtime.organizations import Organization
+from ehrflow_runtime.organizations import Ingest, Organization
 
 
-def _org(tmp_path: Path, org_id: str, secrets: list[tuple[str, str]]) -> Organization:
+def _with_ingest(organization: Organization, org_id: str, **ingest: object) -> Organization:
+    """The shared test organization under another id, with its own ingest section."""
+    return organization.model_copy(update={"id": org_id, "ingest": Ingest.model_validate(ingest)})
+
+
+def _org(organization: Organization, tmp_path: Path, org_id: str, secrets: list[tuple[str, str]]) -> Organization:
     files = []
     for i, (header, value) in enumerate(secrets):
         path = tmp_path / f"{org_id}-{i}"
         path.write_text(value + "\n")
         files.append({"header": header, "file": path})
-    key = tmp_path / "key.pem"
-    key.write_text("x")
-    return Organization.model_validate(
-        {
-            "id": org_id,
-            "name": org_id,
-            "fhir_base_url": "https://ehr.example.org/fhir",
-            "backend_auth": {"client_id": "c", "keys": [{"file": key, "kid": "k"}]},
-            "features": {"news2": ["s"]},
-            "ingest": {"secrets": files},
-            "review": {"api_key_file": key},
-        }
+    return _with_ingest(organization, org_id, secrets=files)
+
+
+def test_each_organization_accepts_only_its_own_secret(organization: Organization, tmp_path: Path) -> None:
+    secrets = SenderSecrets(
+        [
+            _org(organization, tmp_path, "org1", [("X-Hook", "one")]),
+            _org(organization, tmp_path, "org2", [("X-Hook", "two")]),
+        ]
     )
-
-
-def test_each_organization_accepts_only_its_own_secret(tmp_path: Path) -> None:
-    secrets = SenderSecrets([_org(tmp_path, "org1", [("X-Hook", "one")]), _org(tmp_path, "org2", [("X-Hook", "two")])])
     assert secrets.authenticate("org1", {"x-hook": "one"})
     assert not secrets.authenticate("org1", {"x-hook": "two"})
     assert secrets.authenticate("org2", {"x-hook": "two"})
@@ -40,45 +38,33 @@ def test_each_organization_accepts_only_its_own_secret(tmp_path: Path) -> None:
     assert not secrets.authenticate("org3", {"x-hook": "one"})
 
 
-def test_two_secrets_during_rotation(tmp_path: Path) -> None:
-    secrets = SenderSecrets([_org(tmp_path, "org1", [("X-Hook", "old"), ("X-Hook-Next", "new")])])
+def test_two_secrets_during_rotation(organization: Organization, tmp_path: Path) -> None:
+    secrets = SenderSecrets([_org(organization, tmp_path, "org1", [("X-Hook", "old"), ("X-Hook-Next", "new")])])
     assert secrets.authenticate("org1", {"x-hook": "old"})
     assert secrets.authenticate("org1", {"x-hook-next": "new"})
     assert not secrets.authenticate("org1", {"x-hook": "new"})
 
 
-def test_authorization_bearer_header(tmp_path: Path) -> None:
-    secrets = SenderSecrets([_org(tmp_path, "org1", [("Authorization", "s3cret")])])
+def test_authorization_bearer_header(organization: Organization, tmp_path: Path) -> None:
+    secrets = SenderSecrets([_org(organization, tmp_path, "org1", [("Authorization", "s3cret")])])
     assert secrets.authenticate("org1", {"authorization": "Bearer s3cret"})
     assert not secrets.authenticate("org1", {"authorization": "Bearer s3cre"})
 
 
-def _signed_org(tmp_path: Path, styles: list[str]) -> Organization:
+def _signed_org(organization: Organization, tmp_path: Path, styles: list[str]) -> Organization:
     files = []
     for style in styles:
         path = tmp_path / f"hmac-{style}"
         path.write_text(f"signing-secret-{style}\n")
         files.append({"style": style, "file": path})
-    key = tmp_path / "key.pem"
-    key.write_text("x")
-    return Organization.model_validate(
-        {
-            "id": "org1",
-            "name": "org1",
-            "fhir_base_url": "https://ehr.example.org/fhir",
-            "backend_auth": {"client_id": "c", "keys": [{"file": key, "kid": "k"}]},
-            "features": {"news2": ["s"]},
-            "ingest": {"signatures": files},
-            "review": {"api_key_file": key},
-        }
-    )
+    return _with_ingest(organization, "org1", signatures=files)
 
 
 BODY = b'{"resourceType":"Bundle","type":"history","entry":[]}'
 
 
-def test_websub_signature_vector_and_one_flipped_byte(tmp_path: Path) -> None:
-    secrets = SenderSecrets([_signed_org(tmp_path, ["websub"])])
+def test_websub_signature_vector_and_one_flipped_byte(organization: Organization, tmp_path: Path) -> None:
+    secrets = SenderSecrets([_signed_org(organization, tmp_path, ["websub"])])
     digest = hmac.new(b"signing-secret-websub", BODY, hashlib.sha256).hexdigest()  # computed here, not by ingest
     assert secrets.authenticate("org1", {"x-hub-signature": f"sha256={digest}"}, BODY)
     assert secrets.authenticate("org1", {"x-hub-signature": f"SHA256={digest.upper()}"}, BODY)
@@ -88,20 +74,22 @@ def test_websub_signature_vector_and_one_flipped_byte(tmp_path: Path) -> None:
     assert not secrets.authenticate("org1", {}, BODY)
 
 
-def test_medplum_signature_including_the_delete_body(tmp_path: Path) -> None:
-    secrets = SenderSecrets([_signed_org(tmp_path, ["medplum"])])
+def test_medplum_signature_including_the_delete_body(organization: Organization, tmp_path: Path) -> None:
+    secrets = SenderSecrets([_signed_org(organization, tmp_path, ["medplum"])])
     for body in (BODY, b"{}"):
         digest = hmac.new(b"signing-secret-medplum", body, hashlib.sha256).hexdigest()
         assert secrets.authenticate("org1", {"x-signature": digest}, body)
         assert not secrets.authenticate("org1", {"x-signature": digest}, body + b" ")
 
 
-def test_a_signature_for_another_organization_does_not_open_this_one(tmp_path: Path) -> None:
+def test_a_signature_for_another_organization_does_not_open_this_one(
+    organization: Organization, tmp_path: Path
+) -> None:
     one, two = tmp_path / "one", tmp_path / "two"
     one.mkdir()
     two.mkdir()
-    org1 = _signed_org(one, ["websub"])
-    org2 = _signed_org(two, ["websub"]).model_copy(update={"id": "org2"})
+    org1 = _signed_org(organization, one, ["websub"])
+    org2 = _signed_org(organization, two, ["websub"]).model_copy(update={"id": "org2"})
     (two / "hmac-websub").write_text("a-different-secret\n")
     secrets = SenderSecrets([org1, org2])
     digest = hmac.new(b"a-different-secret", BODY, hashlib.sha256).hexdigest()

@@ -9,9 +9,8 @@ import httpx
 
 from ehrflow_runtime.errors import UpstreamRejected, UpstreamUnavailable
 from ehrflow_runtime.organizations import Organization
+from ehrflow_runtime.outcomes import FHIR_JSON
 from ehrflow_runtime.tokens import TokenClient
-
-FHIR_JSON = "application/fhir+json"
 
 
 class FhirClient:

@@ -220,7 +220,8 @@ def routes(ctx: IngestContext) -> list[Route]:
             )
         if claims.duplicates:
             DUPLICATES.labels(org.id).inc(len(claims.duplicates))
-        fresh = [e for e in events if e.dedupe_key in set(claims.new)]
+        new = set(claims.new)
+        fresh = [e for e in events if e.dedupe_key in new]
         sends = [
             ctx.publishers.events.publish(
                 e, key=f"{org.id}|{e.patient or (e.focus and e.focus.original) or ''}".encode()
