@@ -142,6 +142,22 @@ def panel(patient_ref: str, members: list[str], when: str) -> dict[str, Any]:
     }
 
 
+MARKER_CODES = "https://ehrflow.dev/fhir/CodeSystem/test"
+"""Code system of ``marked_observation``: no workflow triggers on it."""
+
+
+def marked_observation(patient_ref: str, marker: str) -> dict[str, Any]:
+    """A vital-signs Observation coded with ``marker``, so a test's subscription matches its own only."""
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [VITAL_SIGNS],
+        "code": {"coding": [{"system": MARKER_CODES, "code": marker}]},
+        "subject": {"reference": patient_ref},
+        "effectiveDateTime": "2026-11-21T08:00:00Z",
+    }
+
+
 def vital_signs_topic() -> dict[str, Any]:
     """A SubscriptionTopic (R4 backport encoding: a Basic) for recorded vital-sign Observations."""
     trigger = [
@@ -226,6 +242,9 @@ class Ehr:
         response = self.http.put(f"/{resource['resourceType']}/{resource['id']}", json=resource)
         response.raise_for_status()
         return response.json()  # type: ignore[no-any-return]
+
+    def delete(self, reference: str) -> None:
+        self.http.delete(f"/{reference}").raise_for_status()
 
     def search(self, resource_type: str, **params: str) -> list[dict[str, Any]]:
         response = self.http.get(f"/{resource_type}", params=params)

@@ -56,6 +56,12 @@ class Stack:
             "EHRFLOW_RETRY_DELAY_S": "1",
             "OTEL_TRACES_EXPORTER": "none",
         }
+        if name == "ingest":  # the background loop at a pace a test can wait for
+            env["EHRFLOW_PUBLIC_URL"] = self.urls["ingest"]
+            env["EHRFLOW_TICK_S"] = "0.5"
+            env["EHRFLOW_MANAGE_EVERY_S"] = "2"
+            env["EHRFLOW_GAP_GRACE_S"] = "2"
+            env["EHRFLOW_RECOVERY_OVERLAP_S"] = "5"
         if name == "auth":
             env["EHRFLOW_SERVICE_POLICY_FILE"] = str(self.config.policy_file)
             env["EHRFLOW_TOKEN_CACHE_KEY_FILE"] = str(self.config.cache_key_file)
@@ -106,7 +112,12 @@ class Stack:
         """Another replica of ``service`` on this stack, with settings overridden (``EHRFLOW_*`` names);
         the caller stops it. Returns the process and its URL."""
         url = url or f"http://127.0.0.1:{free_port()}"
-        env = {**self.service_env(service), **overrides, "EHRFLOW_PORT": url.rsplit(":", 1)[1]}
+        env = {
+            **self.service_env(service),
+            "EHRFLOW_PUBLIC_URL": url,
+            **overrides,
+            "EHRFLOW_PORT": url.rsplit(":", 1)[1],
+        }
         return launch_service(service, url, log, env), url
 
     def stop(self) -> None:

@@ -162,3 +162,38 @@ def test_empty_and_malformed_files(tmp_path: Path) -> None:
         load_registry(path)
     with pytest.raises(ConfigurationError, match="cannot read"):
         load_registry(tmp_path / "missing.yaml")
+
+
+def test_declared_subscriptions(folder: Path) -> None:
+    vitals = {"name": "vitals", "criteria": "Observation?code=http://loinc.org|85353-1", "topic": "https://t/v"}
+    org = _load(
+        folder, _record(ingest={"secrets": [{"header": "X-Secret", "file": "secrets/hook"}], "subscriptions": [vitals]})
+    )
+    [declared] = org.ingest.subscriptions
+    assert (declared.resource_type, declared.content, org.ingest.numbering) == (
+        "Observation",
+        "full-resource",
+        "global",
+    )
+
+
+@pytest.mark.parametrize(
+    ("subscription", "field"),
+    [
+        ({"name": "a", "criteria": "Observation?code=x", "content": "id-only"}, "content"),
+        ({"name": "a", "criteria": "Observation?code=x", "heartbeat_s": 60}, "heartbeat_s"),
+        ({"name": "A b", "criteria": "Observation?code=x"}, "name"),
+        ({"name": "a", "criteria": "code=x"}, "criteria"),
+    ],
+)
+def test_declared_subscription_errors_name_the_field(folder: Path, subscription: dict[str, object], field: str) -> None:
+    ingest = {"secrets": [{"header": "X-Secret", "file": "secrets/hook"}], "subscriptions": [subscription]}
+    assert f"field 'ingest.subscriptions.0.{field}'" in _error(folder, {"org1": _record(ingest=ingest)})
+
+
+def test_managed_subscriptions_need_a_header_secret_and_unique_names(folder: Path) -> None:
+    sub = {"name": "a", "criteria": "Observation?code=x"}
+    signed_only = {"signatures": [{"style": "websub", "file": "secrets/hook"}], "subscriptions": [sub]}
+    assert "header secret" in _error(folder, {"org1": _record(ingest=signed_only)})
+    twice = {"secrets": [{"header": "X-Secret", "file": "secrets/hook"}], "subscriptions": [sub, sub]}
+    assert "unique" in _error(folder, {"org1": _record(ingest=twice)})

@@ -27,6 +27,9 @@ def config(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     write_registry(cfg, {"org1": "http://127.0.0.1:9/fhir", "org2": "http://127.0.0.1:10/fhir"})
     registry = yaml.safe_load(cfg.organizations_file.read_text())
     registry["organizations"]["org2"]["ingest"]["keep_resources"] = False  # org2: ids only on the bus
+    registry["organizations"]["org1"]["ingest"]["subscriptions"] = [
+        {"name": "vitals", "criteria": "Observation?code=http://loinc.org|85353-1"}
+    ]
     cfg.organizations_file.write_text(yaml.safe_dump(registry))
     return cfg
 
@@ -230,3 +233,28 @@ async def test_ids_only_organization_keeps_resources_off_the_bus(client: Client)
     event = _one_event(client)
     assert event["resource"] is None and event["focus"]["reference"] == "Observation/obs-1"
     assert event["patient"] == "Patient/p1"  # still keyed by patient, from the additional context
+
+
+async def test_a_declared_subscription_has_its_own_route_for_every_shape(client: Client) -> None:
+    ping = await _send(client, "POST", "/v1/notify/org1/sub/vitals")
+    put = await _send(
+        client, "PUT", "/v1/notify/org1/sub/vitals/Observation/o9", json.dumps(samples.observation("o9")).encode()
+    )
+    topic = await _send(client, "POST", "/v1/notify/org1/sub/vitals", json.dumps(samples.r4_backport()).encode())
+    assert [r.status_code for r in (ping, put, topic)] == [200, 200, 200]
+    assert [e["flavour"] for e in client.published[topics.NOTIFICATION_RECEIVED]] == [
+        "r4-classic",
+        "r4-classic",
+        "r4-backport",
+    ]
+
+
+async def test_an_undeclared_subscription_route_is_404_and_publishes_nothing(client: Client) -> None:
+    for org, name in (("org1", "other"), ("org2", "vitals")):  # org2 declares nothing
+        secret = {WEBHOOK_HEADER: client.secrets[org]}
+        response = await _send(
+            client, "POST", f"/v1/notify/{org}/sub/{name}", json.dumps(samples.r4_backport()).encode(), **secret
+        )
+        assert response.status_code == 404
+        assert response.json()["issue"][0]["diagnostics"] == "no subscription of this name is declared"
+    assert client.published[topics.NOTIFICATION_RECEIVED] == []

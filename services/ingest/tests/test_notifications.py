@@ -135,6 +135,19 @@ def test_dedupe_key_precedence() -> None:
     assert dedupe_key("org1", bumped_note, bumped_note.events[0], raw) != by_version
 
 
+def test_after_a_sender_restart_a_repeated_event_number_is_a_new_event() -> None:
+    """Item 25: HAPI numbers from 1 again after a restart; the new event 1 is not the old event 1."""
+
+    def key(body: dict[str, object]) -> str:
+        note = parse_topic_notification(body)
+        return dedupe_key("org1", note, note.events[0], b"")
+
+    before = key(samples.r4_backport(events=[(1, samples.observation("a"))]))
+    assert key(samples.r4_backport(events=[(1, samples.observation("a"))])) == before  # a re-delivery
+    assert key(samples.r4_backport(events=[(1, samples.observation("b"))])) != before  # after a restart
+    assert key(samples.r4_backport(events=[(1, samples.observation("a", version="2"))])) != before
+
+
 def test_odd_json_types_are_a_precise_error_not_a_crash() -> None:
     """Found by fuzzing: a list where the notification type belongs used to raise TypeError (500)."""
     body = samples.r4_backport()

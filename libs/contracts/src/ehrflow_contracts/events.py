@@ -43,6 +43,11 @@ class NotificationReceived(Envelope):
         default=None, description="What happened to the focus, when the sender says (classic PUT/DELETE, Medplum)."
     )
     dedupe_key: str = Field(description="Key under which duplicates of this event are recognised.")
+    recovered: bool = Field(
+        default=False,
+        description="True when ingest fetched this event itself (gap, empty ping or re-activated subscription) "
+        "instead of receiving it: from `$events`, or from a `_lastUpdated` search of the subscription's criteria.",
+    )
 
 
 class SubscriptionSignal(Envelope):

@@ -48,6 +48,33 @@ class FhirClient:
             if "resource" in e and (e.get("search") or {}).get("mode", "match") == "match"
         ]
 
+    async def search_all(
+        self, resource_type: str, params: list[tuple[str, str]], *, max_pages: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Every page of a search, following ``next`` links (only under this organization's base), up to
+        ``max_pages``. Returns the matches and whether the search was complete."""
+        found: list[dict[str, Any]] = []
+        path: str | None = resource_type
+        query: list[tuple[str, str]] | None = params
+        for _ in range(max_pages):
+            assert path is not None
+            bundle = await self._json("GET", path, params=query)
+            found += [
+                e["resource"]
+                for e in bundle.get("entry", [])
+                if "resource" in e and (e.get("search") or {}).get("mode", "match") == "match"
+            ]
+            path = next((link.get("url") for link in bundle.get("link", []) if link.get("relation") == "next"), None)
+            query = None
+            if not path:
+                return found, True
+        return found, False
+
+    async def update(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """PUT a resource at its id."""
+        headers = {"Content-Type": FHIR_JSON, "Prefer": "return=representation"}
+        return await self._json("PUT", f"{resource['resourceType']}/{resource['id']}", json=resource, headers=headers)
+
     async def create(self, resource: dict[str, Any], *, if_none_exist: str | None = None) -> dict[str, Any]:
         """POST a resource; with ``if_none_exist`` a conditional create (an existing match is returned)."""
         headers = {"Content-Type": FHIR_JSON, "Prefer": "return=representation"}

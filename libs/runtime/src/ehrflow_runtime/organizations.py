@@ -102,6 +102,37 @@ class WebhookSignature(_Strict):
     file: Path = Field(description="The shared signing secret.")
 
 
+class DeclaredSubscription(_Strict):
+    """A Subscription this organization's EHR should have. Ingest's subscription manager creates it, checks
+    that it stays active, re-activates it after ``error``/``off`` and backfills what happened meanwhile."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$", description="Ours: the route and the EHR-side tag.")
+    criteria: str = Field(
+        pattern=r"^[A-Z][A-Za-z]+\?.+$",
+        description="What to watch, as a search (`Observation?code=http://loinc.org|85353-1`): the classic "
+        "criteria, or the topic's filter criteria. Recovery searches it with `_lastUpdated`.",
+    )
+    topic: str | None = Field(
+        default=None, description="SubscriptionTopic canonical (R4 backport topic-based); absent: classic R4."
+    )
+    content: Literal["empty", "id-only", "full-resource"] = "full-resource"
+    heartbeat_s: int | None = Field(
+        default=None, gt=0, description="Topic-based only: the heartbeat period asked for; silence alerts at 1.5×."
+    )
+
+    @model_validator(mode="after")
+    def _classic_limits(self) -> DeclaredSubscription:
+        if self.topic is None and self.content == "id-only":
+            raise ValueError("content|a classic subscription sends the resource or nothing: full-resource or empty")
+        if self.topic is None and self.heartbeat_s is not None:
+            raise ValueError("heartbeat_s|classic subscriptions have no heartbeats")
+        return self
+
+    @property
+    def resource_type(self) -> str:
+        return self.criteria.split("?", 1)[0]
+
+
 class Ingest(_Strict):
     secrets: tuple[WebhookSecret, ...] = Field(default=(), max_length=2, description="One, or two while rotating.")
     signatures: tuple[WebhookSignature, ...] = Field(
@@ -112,10 +143,27 @@ class Ingest(_Strict):
         description="Put the resources senders include on the bus; false keeps ids only (PHI minimisation).",
     )
 
+    subscriptions: tuple[DeclaredSubscription, ...] = Field(
+        default=(), description="Subscriptions ingest keeps on the EHR (needs a header secret to give the EHR)."
+    )
+    numbering: Literal["global", "bundle-relative", "none"] = Field(
+        default="global",
+        description="How the EHR numbers events: `global` counters reveal gaps; `bundle-relative` (athenahealth) "
+        "and `none` do not, so only silences and pings lead to recovery.",
+    )
+    recovery_per_minute: int = Field(
+        default=12, ge=1, description="At most this many recovery queries per minute against this EHR."
+    )
+
     @model_validator(mode="after")
     def _some_authentication(self) -> Ingest:
         if not self.secrets and not self.signatures:
             raise ValueError("secrets|an organization needs webhook secrets or signatures to authenticate its EHR")
+        if self.subscriptions and not self.secrets:
+            raise ValueError("subscriptions|managed subscriptions need a header secret (ingest.secrets) for the EHR")
+        names = [s.name for s in self.subscriptions]
+        if len(set(names)) != len(names):
+            raise ValueError("subscriptions|subscription names must be unique")
         return self
 
 

@@ -11,6 +11,7 @@ import httpx
 from pydantic import SecretStr
 
 from ehrflow_runtime.errors import UpstreamRejected, UpstreamUnavailable
+from ehrflow_runtime.settings import AuthClientSettings, read_secret_file
 
 TOKEN_PATH = "/internal/v1/tokens"  # noqa: S105 - a URL path, not a secret
 
@@ -36,6 +37,16 @@ class TokenClient:
         self._cache: dict[tuple[str, str], AccessToken] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._rejected: dict[tuple[str, str], str] = {}
+
+    @classmethod
+    def configured(cls, http: httpx.AsyncClient, settings: AuthClientSettings) -> TokenClient:
+        """The client a service's ``auth`` settings describe (its credential read from the mounted file)."""
+        return cls(
+            http,
+            base_url=settings.url,
+            service_name=settings.service_name,
+            credential=read_secret_file(settings.credential_file),
+        )
 
     async def token(self, organization_id: str, feature: str, *, min_ttl: float = 60.0) -> AccessToken:
         """A token for one feature of one organization (auth checks that this service may have it)."""

@@ -20,7 +20,7 @@ from ehrflow_runtime.http_errors import exception_handlers
 from ehrflow_runtime.logging import configure_logging
 from ehrflow_runtime.organizations import load_registry
 from ehrflow_runtime.serve import make_http_client, run_asgi
-from ehrflow_runtime.settings import KafkaSettings, read_secret_file
+from ehrflow_runtime.settings import KafkaSettings
 from ehrflow_runtime.telemetry import configure_telemetry
 from ehrflow_runtime.tokens import TokenClient
 
@@ -32,12 +32,7 @@ def create_app(settings: InferenceSettings, broker: KafkaBroker | None = None) -
     registry = load_registry(settings.organizations_file)
     broker = broker or make_broker(settings.kafka, client_id="inference")
     http = make_http_client(settings.auth.timeout_s)
-    tokens = TokenClient(
-        http,
-        base_url=settings.auth.url,
-        service_name=settings.auth.service_name,
-        credential=read_secret_file(settings.auth.credential_file),
-    )
+    tokens = TokenClient.configured(http, settings.auth)
     clients = {org.id: FhirClient(http, tokens, org, FEATURE) for org in registry}
     deps = Deps(registry=registry, fhir_for=clients.__getitem__, retry_delay_s=settings.retry_delay_s)
     declare(broker, lambda: deps)

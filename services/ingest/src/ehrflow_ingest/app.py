@@ -6,55 +6,34 @@ bytes quarantined; 401; 404 unknown organization; 413; 415 XML; 503 when the bro
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Sequence
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.propagate import extract
-from prometheus_client import Counter
 from pydantic import ValidationError
-from redis.exceptions import RedisError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ehrflow_contracts import NotificationQuarantined, NotificationReceived, SubscriptionSignal
-from ehrflow_contracts.events import Reference
-from ehrflow_contracts.fhir import is_generated_by_ehrflow
+from ehrflow_contracts import NotificationQuarantined, SubscriptionSignal
 from ehrflow_ingest import classic
-from ehrflow_ingest.channels import Publishers
-from ehrflow_ingest.dedupe import Claims, Dedupe
-from ehrflow_ingest.notifications import (
-    NotificationError,
-    ParsedNotification,
-    dedupe_key,
-    event_patient,
-    parse_topic_notification,
-)
+from ehrflow_ingest.metrics import ECHOES, LATENCY, RECEIVED
+from ehrflow_ingest.notifications import NotificationError, ParsedNotification, parse_topic_notification
+from ehrflow_ingest.recording import BrokerUnavailable, InFlight, Recorder
+from ehrflow_ingest.records import bus_records
 from ehrflow_ingest.sender_auth import SenderSecrets
+from ehrflow_ingest.tracker import Tracker
+from ehrflow_ingest.tracking_store import tracking_key
 from ehrflow_runtime.organizations import Organization, Registry
 from ehrflow_runtime.outcomes import operation_outcome
 
 log = logging.getLogger("ehrflow.ingest")
 tracer = trace.get_tracer("ehrflow.ingest")
-
-RECEIVED = Counter(
-    "ehrflow_ingest_notifications_total", "Notifications by organization and outcome", ["organization", "outcome"]
-)
-EVENTS = Counter("ehrflow_ingest_events_published_total", "Events published", ["organization", "kind"])
-DUPLICATES = Counter(
-    "ehrflow_ingest_duplicates_total", "Duplicate events answered 200 and not published", ["organization"]
-)
-DEDUPE_SKIPPED = Counter(
-    "ehrflow_ingest_dedupe_skipped_total", "Events published without dedupe (Redis down)", ["organization"]
-)
-ECHOES = Counter("ehrflow_ingest_echoes_dropped_total", "Echoes of ehrflow's own writes dropped", ["organization"])
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 NOTIFICATION_BUNDLES = ("history", "subscription-notification")
@@ -64,22 +43,9 @@ NOTIFICATION_BUNDLES = ("history", "subscription-notification")
 class IngestContext:
     registry: Registry
     secrets: SenderSecrets
-    publishers: Publishers
+    recorder: Recorder
     max_body_bytes: int
-    publish_timeout_s: float
-    dedupe: Dedupe | None = None
-
-
-class BrokerUnavailable(Exception):
-    pass
-
-
-async def _confirm(ctx: IngestContext, sends: Sequence[Awaitable[Any]]) -> None:
-    """Wait until the broker acknowledged every record (acks=all), or fail within the timeout."""
-    try:
-        await asyncio.wait_for(asyncio.gather(*sends), ctx.publish_timeout_s)
-    except Exception as exc:  # timeout, connection or Kafka error: the sender must retry
-        raise BrokerUnavailable(type(exc).__name__) from exc
+    tracker: Tracker | None = None
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -94,35 +60,6 @@ async def _read_body(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _events(org: Organization, note: ParsedNotification, raw: bytes) -> tuple[list[NotificationReceived], int]:
-    events, echoes = [], 0
-    for index, event in enumerate(note.events):
-        if is_generated_by_ehrflow(event.resource):
-            echoes += 1
-            continue
-        key = dedupe_key(org.id, note, event, raw, index)
-        events.append(
-            NotificationReceived(
-                organization_id=org.id,
-                correlation_id=key,
-                subscription=note.subscription,
-                topic=note.topic,
-                flavour=note.flavour,
-                notification_type=note.notification_type,
-                content_level=note.content_level,
-                event_number=event.event_number,
-                events_since_subscription_start=note.events_since_subscription_start,
-                focus=Reference(reference=event.focus, original=event.focus_original) if event.focus_original else None,
-                additional_context=tuple(Reference(reference=r, original=o) for r, o in event.additional_context),
-                patient=event_patient(event),
-                resource=event.resource if org.ingest.keep_resources else None,
-                interaction=event.interaction,
-                dedupe_key=key,
-            )
-        )
-    return events, echoes
 
 
 def _parse(request: Request, raw: bytes, content_type: str) -> ParsedNotification:
@@ -147,6 +84,7 @@ def _parse(request: Request, raw: bytes, content_type: str) -> ParsedNotificatio
 def routes(ctx: IngestContext) -> list[Route]:
     async def notify(request: Request) -> Response:
         org_id = request.path_params["org"]
+        started = time.perf_counter()
         with tracer.start_as_current_span(
             "ingest notification",
             context=extract(request.headers),
@@ -155,7 +93,8 @@ def routes(ctx: IngestContext) -> list[Route]:
         ):
             response = await _handle(request, org_id)
             trace.get_current_span().set_attribute("http.response.status_code", response.status_code)
-            return response
+        LATENCY.labels(str(response.status_code)).observe(time.perf_counter() - started)
+        return response
 
     async def _handle(request: Request, org_id: str) -> Response:
         org = ctx.registry.get(org_id)
@@ -179,84 +118,55 @@ def routes(ctx: IngestContext) -> list[Route]:
             return operation_outcome(
                 401, "security", "sender authentication failed", headers={"WWW-Authenticate": "Bearer"}
             )
+        name = request.path_params.get("name")
+        if name is not None and all(s.name != name for s in org.ingest.subscriptions):
+            RECEIVED.labels(org_id, "unknown-subscription").inc()
+            return operation_outcome(404, "not-found", "no subscription of this name is declared")
         try:
             note = _parse(request, raw, content_type)
         except NotificationError as exc:
             return await _reject(request, org_id, raw, content_type, str(exc))
         try:
             if note.notification_type in ("handshake", "heartbeat", "query-status"):
-                return await _signal(org_id, note)
-            return await _publish_events(org, note, raw)
+                return await _signal(org, name, note)
+            return await _publish_events(org, name, note, raw)
         except ValidationError as exc:  # a value the parser let through that an event cannot hold
             err = exc.errors()[0]
             reason = f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
             return await _reject(request, org_id, raw, content_type, reason)
-
-    async def _signal(org_id: str, note: ParsedNotification) -> Response:
-        signal = SubscriptionSignal(
-            organization_id=org_id,
-            correlation_id=note.subscription or org_id,
-            subscription=note.subscription,
-            topic=note.topic,
-            notification_type=note.notification_type,
-            status=note.status,
-            events_since_subscription_start=note.events_since_subscription_start,
-        )
-        try:
-            await _confirm(ctx, [ctx.publishers.signals.publish(signal, key=f"{org_id}|{note.subscription}".encode())])
-        except BrokerUnavailable as exc:
-            return _unavailable(org_id, exc)
-        EVENTS.labels(org_id, note.notification_type).inc()
-        return _accepted(org_id, note, 1)
-
-    async def _publish_events(org: Organization, note: ParsedNotification, raw: bytes) -> Response:
-        events, echoes = _events(org, note, raw)
-        if echoes:
-            ECHOES.labels(org.id).inc(echoes)
-        claims = await _claim(org.id, [e.dedupe_key for e in events])
-        if claims.in_flight:
+        except InFlight:
             return operation_outcome(
                 503, "transient", "this notification is being recorded right now; retry", headers={"Retry-After": "1"}
             )
-        if claims.duplicates:
-            DUPLICATES.labels(org.id).inc(len(claims.duplicates))
-        new = set(claims.new)
-        fresh = [e for e in events if e.dedupe_key in new]
-        sends = [
-            ctx.publishers.events.publish(
-                e, key=f"{org.id}|{e.patient or (e.focus and e.focus.original) or ''}".encode()
-            )
-            for e in fresh
-        ]
-        try:
-            await _confirm(ctx, sends)
         except BrokerUnavailable as exc:
-            await _release(claims.new)
-            return _unavailable(org.id, exc)
-        await _settle(claims.new)
-        EVENTS.labels(org.id, "event").inc(len(fresh))
-        return _accepted(org.id, note, len(fresh), duplicates=len(claims.duplicates))
+            return _unavailable(org_id, exc)
 
-    async def _claim(org_id: str, keys: list[str]) -> Claims:
-        """Dedupe claims; without Redis every event is new (Kafka is the record, consumers are idempotent)."""
-        if ctx.dedupe is None or not keys:
-            return Claims(new=keys)
-        try:
-            return await ctx.dedupe.claim(keys)
-        except RedisError:
-            DEDUPE_SKIPPED.labels(org_id).inc(len(keys))
-            log.warning("dedupe unavailable; publishing without it", extra={"org": org_id, "events": len(keys)})
-            return Claims(new=keys)
+    async def _signal(org: Organization, name: str | None, note: ParsedNotification) -> Response:
+        await ctx.recorder.signal(
+            SubscriptionSignal(
+                organization_id=org.id,
+                correlation_id=note.subscription or org.id,
+                subscription=note.subscription,
+                topic=note.topic,
+                notification_type=note.notification_type,
+                status=note.status,
+                events_since_subscription_start=note.events_since_subscription_start,
+            )
+        )
+        if ctx.tracker is not None:
+            await ctx.tracker.notification(org, name, note, ())
+        return _accepted(org.id, note, 1)
 
-    async def _settle(keys: list[str]) -> None:
-        if ctx.dedupe is not None:
-            with contextlib.suppress(RedisError):  # the claim expires by itself
-                await ctx.dedupe.confirm(keys)
-
-    async def _release(keys: list[str]) -> None:
-        if ctx.dedupe is not None:
-            with contextlib.suppress(RedisError):
-                await ctx.dedupe.release(keys)
+    async def _publish_events(org: Organization, name: str | None, note: ParsedNotification, raw: bytes) -> Response:
+        scope = tracking_key(name, note.subscription) or ""
+        records, aliases, echoes = bus_records(org, note, raw, scope=scope)
+        if echoes:
+            ECHOES.labels(org.id).inc(len(echoes))
+        recorded = await ctx.recorder.events(org.id, [r for _, r in records], aliases)
+        if ctx.tracker is not None:
+            new_events = [e for e, r in records if r.dedupe_key in recorded.first_seen] + echoes
+            await ctx.tracker.notification(org, name, note, new_events)
+        return _accepted(org.id, note, len(recorded.published), duplicates=recorded.duplicates)
 
     def _unavailable(org_id: str, exc: Exception) -> Response:
         RECEIVED.labels(org_id, "broker-unavailable").inc()
@@ -291,7 +201,7 @@ def routes(ctx: IngestContext) -> list[Route]:
             body_base64=base64.b64encode(raw).decode(),
         )
         try:
-            await _confirm(ctx, [ctx.publishers.quarantine.publish(quarantined, key=org_id.encode())])
+            await ctx.recorder.quarantine(quarantined)
         except BrokerUnavailable as exc:
             return _unavailable(org_id, exc)
         RECEIVED.labels(org_id, "rejected").inc()
@@ -301,6 +211,8 @@ def routes(ctx: IngestContext) -> list[Route]:
         return operation_outcome(400, "invalid", reason)
 
     return [
+        Route("/v1/notify/{org}/sub/{name}", notify, methods=["POST"]),
+        Route("/v1/notify/{org}/sub/{name}/{type}/{id}", notify, methods=["PUT", "DELETE"]),
         Route("/v1/notify/{org}", notify, methods=["POST"]),
         Route("/v1/notify/{org}/{type}/{id}", notify, methods=["PUT", "DELETE"]),
     ]

@@ -8,6 +8,7 @@ is a duplicate (200, nothing published); one found *pending* is being published 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
@@ -23,6 +24,8 @@ class Claims:
     new: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     in_flight: list[str] = field(default_factory=list)
+    seen_as_alias: list[str] = field(default_factory=list)
+    """Duplicates under their alias: their own key is claimed and must be confirmed too."""
 
 
 class Dedupe:
@@ -31,16 +34,27 @@ class Dedupe:
         self._retention = retention_s
         self._pending = pending_ms
 
-    async def claim(self, keys: list[str]) -> Claims:
+    async def claim(self, keys: list[str], aliases: Mapping[str, str] | None = None) -> Claims:
+        """Claim each key. ``aliases`` maps a key to a second name of the same event (its resource version):
+        a new key whose alias is done is a duplicate too, e.g. a late delivery of what recovery published."""
+        aliases = aliases or {}
+        aliased = [k for k in keys if k in aliases]
         async with self._redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.set(PREFIX + key, "pending", nx=True, px=self._pending)
             for key in keys:
                 pipe.get(PREFIX + key)
+            for key in aliased:
+                pipe.get(PREFIX + aliases[key])
             results = await pipe.execute()
+        n = len(keys)
+        alias_done = {k for k, state in zip(aliased, results[2 * n :], strict=True) if state == b"done"}
         claims = Claims()
-        for key, acquired, state in zip(keys, results[: len(keys)], results[len(keys) :], strict=True):
-            if acquired:
+        for key, acquired, state in zip(keys, results[:n], results[n : 2 * n], strict=True):
+            if acquired and key in alias_done:
+                claims.duplicates.append(key)
+                claims.seen_as_alias.append(key)
+            elif acquired:
                 claims.new.append(key)
             elif state == b"done":
                 claims.duplicates.append(key)

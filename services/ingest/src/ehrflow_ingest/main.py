@@ -2,52 +2,75 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
+import httpx
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
+from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from ehrflow_contracts import topics
 from ehrflow_ingest.app import IngestContext, routes
 from ehrflow_ingest.channels import declare
 from ehrflow_ingest.dedupe import Dedupe
+from ehrflow_ingest.manager import SubscriptionManager
+from ehrflow_ingest.recording import Recorder
+from ehrflow_ingest.recovery import FEATURE, Recovery
 from ehrflow_ingest.sender_auth import SenderSecrets
 from ehrflow_ingest.settings import IngestSettings
+from ehrflow_ingest.tracker import Tracker
+from ehrflow_ingest.tracking_store import TrackingStore
+from ehrflow_ingest.worker import Worker
 from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
+from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.health import health_routes
 from ehrflow_runtime.http_errors import exception_handlers
 from ehrflow_runtime.logging import configure_logging
-from ehrflow_runtime.organizations import load_registry
+from ehrflow_runtime.organizations import Registry, load_registry
 from ehrflow_runtime.redis_client import make_redis
-from ehrflow_runtime.serve import run_asgi
+from ehrflow_runtime.serve import make_http_client, run_asgi
 from ehrflow_runtime.settings import KafkaSettings
 from ehrflow_runtime.telemetry import configure_telemetry
+from ehrflow_runtime.tokens import TokenClient
+
+log = logging.getLogger("ehrflow.ingest")
 
 
 def create_app(settings: IngestSettings, broker: KafkaBroker | None = None) -> Starlette:
     registry = load_registry(settings.organizations_file)
     broker = broker or make_broker(settings.kafka, client_id="ingest")
     redis = make_redis(settings.redis_url.get_secret_value())
+    recorder = Recorder(declare(broker), Dedupe(redis), settings.kafka.publish_timeout_s)
+    store = TrackingStore(redis)
     ctx = IngestContext(
         registry=registry,
         secrets=SenderSecrets(list(registry)),
-        publishers=declare(broker),
+        recorder=recorder,
         max_body_bytes=settings.max_body_bytes,
-        publish_timeout_s=settings.kafka.publish_timeout_s,
-        dedupe=Dedupe(redis),
+        tracker=Tracker(store),
     )
+    http = make_http_client(settings.auth.timeout_s if settings.auth else 10.0)
+    worker = _worker(settings, registry, redis, store, recorder, http)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await ensure_topics(settings.kafka, topics.ALL)
         await broker.start()
+        background = asyncio.create_task(worker.run()) if worker else None
         try:
             yield
         finally:
+            if background is not None:
+                background.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await background
             await broker.stop()
+            await http.aclose()
             await redis.aclose()
 
     async def redis_ok() -> bool:
@@ -63,6 +86,40 @@ def create_app(settings: IngestSettings, broker: KafkaBroker | None = None) -> S
         routes=[*routes(ctx), *health_routes({"broker": ready}, optional={"redis": redis_ok})],
         lifespan=lifespan,
         exception_handlers=dict(exception_handlers()),
+    )
+
+
+def _worker(
+    settings: IngestSettings,
+    registry: Registry,
+    redis: Redis,
+    store: TrackingStore,
+    recorder: Recorder,
+    http: httpx.AsyncClient,
+) -> Worker | None:
+    """The background loop, when configured: recovery needs the auth service, the manager a public URL."""
+    if not settings.background:
+        return None
+    if settings.auth is None:
+        log.warning("no auth service configured: gaps and silences are reported, never recovered")
+        return None
+    tokens = TokenClient.configured(http, settings.auth)
+    clients = {org.id: FhirClient(http, tokens, org, FEATURE) for org in registry}
+    recovery = Recovery(clients.__getitem__, recorder, overlap_s=settings.recovery_overlap_s)
+    manager = None
+    if settings.public_url:
+        manager = SubscriptionManager(clients.__getitem__, store, public_url=settings.public_url)
+    elif any(org.ingest.subscriptions for org in registry):
+        log.warning("subscriptions are declared but EHRFLOW_PUBLIC_URL is not set: they are not managed")
+    return Worker(
+        registry,
+        redis,
+        store,
+        recovery,
+        manager,
+        tick_s=settings.tick_s,
+        manage_every_s=settings.manage_every_s,
+        grace_s=settings.gap_grace_s,
     )
 
 

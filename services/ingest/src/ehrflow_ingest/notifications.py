@@ -33,6 +33,8 @@ class ParsedEvent:
     resource: dict[str, Any] | None
     event_id: str | None = None
     interaction: Interaction | None = None
+    timestamp: str | None = None
+    """When the sender says the event happened (instant or date, as sent)."""
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,8 @@ def _from_parameters(status: dict[str, Any]) -> tuple[dict[str, Any], list[dict[
                     event["context"].append(_ref_text(_value(part)))
                 elif pname == "id":
                     event["id"] = _value(part)
+                elif pname == "timestamp":
+                    event["timestamp"] = _value(part)
             events.append(event)
     return head, events
 
@@ -144,6 +148,7 @@ def _from_subscription_status(status: dict[str, Any]) -> tuple[dict[str, Any], l
             "focus": _ref_text(e.get("focus")),
             "context": [_ref_text(c) for c in e.get("additionalContext") or []],
             "id": e.get("id"),
+            "timestamp": e.get("timestamp"),
         }
         for e in status.get("notificationEvent") or []
         if isinstance(e, dict)
@@ -188,7 +193,8 @@ def parse_topic_notification(body: Any) -> ParsedNotification:
                 focus_original=raw.get("focus"),
                 additional_context=tuple((normalize(c), c) for c in raw.get("context") or [] if c),
                 resource=included.get(focus) if focus else None,
-                event_id=raw.get("id") if isinstance(raw.get("id"), str) else None,
+                event_id=_text(raw.get("id")),
+                timestamp=_text(raw.get("timestamp")),
             )
         )
     if ntype == "event-notification" and not events:
@@ -205,25 +211,54 @@ def parse_topic_notification(body: Any) -> ParsedNotification:
     )
 
 
-def dedupe_key(org_id: str, note: ParsedNotification, event: ParsedEvent, raw_body: bytes, index: int = 0) -> str:
-    """Key precedence (subscriptions.md item 22): event id → (subscription, event number) → (focus,
-    versionId) → a delete of the focus → hash of the body and the event's place in it. ``Bundle.id`` is
+def _hashed(org_id: str, basis: str) -> str:
+    return hashlib.sha256(f"{org_id}\x1f{basis}".encode()).hexdigest()
+
+
+def resource_version(event: ParsedEvent) -> str | None:
+    """The focus resource's version: ``meta.versionId`` of the included resource, or ``…/_history/N``."""
+    if event.resource:
+        version = (event.resource.get("meta") or {}).get("versionId")
+        if isinstance(version, str) and version:
+            return version
+    original = event.focus_original or ""
+    if "/_history/" in original:
+        return original.rsplit("/_history/", 1)[1].strip("/") or None
+    return None
+
+
+def version_key(org_id: str, focus: str, version: str, scope: str = "") -> str:
+    """The dedupe key of one version of one resource within one subscription (``scope``), however it
+    reached us: delivered, or recovered for that subscription. Two subscriptions (two topics, say) that
+    both carry a version each keep their event."""
+    return _hashed(org_id, f"ver:{scope}:{focus}/_history/{version}")
+
+
+def dedupe_key(
+    org_id: str, note: ParsedNotification, event: ParsedEvent, raw_body: bytes, index: int = 0, scope: str = ""
+) -> str:
+    """Key precedence (subscriptions.md item 22): event id → (subscription, event number, with the focus,
+    its version and the event time) → (focus, versionId) → a delete of the focus → hash of the body and the event's place in it. ``Bundle.id`` is
     reused by senders and never used. An event with nothing to recognise it by (an empty ping, an empty
     PUT) is never a duplicate: dropping one would lose a change, while a repeat is harmless."""
-    version = (event.resource or {}).get("meta", {}).get("versionId") if event.resource else None
+    version = resource_version(event)
     if event.event_id:
         basis = f"id:{event.event_id}"
     elif note.subscription and event.event_number is not None:
-        basis = f"sub:{note.subscription}#{event.event_number}"
+        # What the event is about rides along: after a sender restart (item 25) the numbers repeat,
+        # and a new event 1 must not pass for a re-delivery of the old event 1.
+        basis = (
+            f"sub:{note.subscription}#{event.event_number}|{event.focus or ''}|{version or ''}|{event.timestamp or ''}"
+        )
     elif event.focus and version:
-        basis = f"ver:{event.focus}/_history/{version}"
+        return version_key(org_id, event.focus, version, scope)
     elif event.focus and event.interaction == "delete":
         basis = f"delete:{event.focus}"
     elif raw_body.strip() and (event.resource is not None or note.flavour != "r4-classic"):
         basis = f"body:{hashlib.sha256(raw_body).hexdigest()}#{index}"
     else:
         basis = f"unique:{uuid.uuid4()}"
-    return hashlib.sha256(f"{org_id}\x1f{basis}".encode()).hexdigest()
+    return _hashed(org_id, basis)
 
 
 def event_patient(event: ParsedEvent) -> str | None:

@@ -1,0 +1,65 @@
+"""Bus records from parsed notifications: one ``NotificationReceived`` per event, with its dedupe names."""
+
+from __future__ import annotations
+
+from ehrflow_contracts import NotificationReceived
+from ehrflow_contracts.events import Reference
+from ehrflow_contracts.fhir import is_generated_by_ehrflow
+from ehrflow_ingest.notifications import (
+    ParsedEvent,
+    ParsedNotification,
+    dedupe_key,
+    event_patient,
+    resource_version,
+    version_key,
+)
+from ehrflow_runtime.organizations import Organization
+
+
+def normalized(
+    org: Organization, note: ParsedNotification, event: ParsedEvent, key: str, *, recovered: bool = False
+) -> NotificationReceived:
+    """The bus record of one parsed event (resource bodies dropped where the organization keeps ids only)."""
+    return NotificationReceived(
+        organization_id=org.id,
+        correlation_id=key,
+        subscription=note.subscription,
+        topic=note.topic,
+        flavour=note.flavour,
+        notification_type=note.notification_type,
+        content_level=note.content_level,
+        event_number=event.event_number,
+        events_since_subscription_start=note.events_since_subscription_start,
+        focus=Reference(reference=event.focus, original=event.focus_original) if event.focus_original else None,
+        additional_context=tuple(Reference(reference=r, original=o) for r, o in event.additional_context),
+        patient=event_patient(event),
+        resource=event.resource if org.ingest.keep_resources else None,
+        interaction=event.interaction,
+        dedupe_key=key,
+        recovered=recovered,
+    )
+
+
+def alias_of(org_id: str, event: ParsedEvent, key: str, scope: str) -> str | None:
+    """The event's second dedupe name, its resource version in its subscription, when that is not already
+    its key: what recovery for the same subscription would call it."""
+    version = resource_version(event)
+    alias = version_key(org_id, event.focus, version, scope) if event.focus and version else None
+    return alias if alias != key else None
+
+
+def bus_records(
+    org: Organization, note: ParsedNotification, raw: bytes, *, scope: str = "", recovered: bool = False
+) -> tuple[list[tuple[ParsedEvent, NotificationReceived]], dict[str, str], list[ParsedEvent]]:
+    """Bus records (with the parsed event each came from), their aliases, and the echoes left out.
+    ``scope`` names the subscription (``tracking_store.tracking_key``) for version-based keys."""
+    records, aliases, echoes = [], {}, []
+    for index, event in enumerate(note.events):
+        if is_generated_by_ehrflow(event.resource):
+            echoes.append(event)
+            continue
+        key = dedupe_key(org.id, note, event, raw, index, scope)
+        if alias := alias_of(org.id, event, key, scope):
+            aliases[key] = alias
+        records.append((event, normalized(org, note, event, key, recovered=recovered)))
+    return records, aliases, echoes

@@ -1,0 +1,93 @@
+"""Folds each accepted notification into its subscription's tracking record; reports what it revealed.
+
+Runs after the notification is on Kafka: a tracking failure (Redis down) is counted and logged and
+never turns an accepted notification into an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from redis.exceptions import RedisError
+
+from ehrflow_ingest.metrics import GAPS, MISSING, RESETS, STATUS_ALERTS, TRACKING_SKIPPED
+from ehrflow_ingest.notifications import ParsedEvent, ParsedNotification
+from ehrflow_ingest.tracking import Findings, Seen, SubscriptionState, instant, observe
+from ehrflow_ingest.tracking_store import TrackingStore, tracking_key
+from ehrflow_runtime.organizations import Organization
+
+log = logging.getLogger("ehrflow.ingest.tracking")
+
+
+def event_time(event: ParsedEvent) -> float | None:
+    """When the sender says this event happened: the resource's ``meta.lastUpdated``, else the event timestamp."""
+    meta = (event.resource or {}).get("meta") if event.resource else None
+    return instant(meta.get("lastUpdated") if isinstance(meta, dict) else None) or instant(event.timestamp)
+
+
+def seen_of(note: ParsedNotification, new_events: Sequence[ParsedEvent]) -> Seen:
+    """What a notification tells its subscription's record; ``new_events`` leaves out duplicates."""
+    times = [t for t in map(event_time, new_events) if t is not None]
+    return Seen(
+        notification_type=note.notification_type,
+        status=note.status,
+        counter=note.events_since_subscription_start,
+        numbers=tuple(e.event_number for e in new_events),
+        carried=len(note.events) if note.notification_type in ("event-notification", "query-event") else 0,
+        ping=note.flavour == "r4-classic"
+        and any(e.focus is None and e.resource is None and e.interaction is None for e in new_events),
+        event_time=max(times, default=None),
+        subscription=note.subscription,
+        flavour=note.flavour,
+    )
+
+
+class Tracker:
+    def __init__(self, store: TrackingStore, *, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self._clock = clock
+
+    async def notification(
+        self, org: Organization, name: str | None, note: ParsedNotification, new_events: Sequence[ParsedEvent]
+    ) -> Findings | None:
+        key = tracking_key(name, note.subscription)
+        if key is None:
+            return None
+        seen = seen_of(note, new_events)
+        now = self._clock()
+
+        def change(state: SubscriptionState) -> Findings:
+            state.name = name or state.name
+            return observe(state, seen, now, numbering=org.ingest.numbering)
+
+        try:
+            findings = await self.store.update(org.id, key, change)
+        except RedisError:
+            TRACKING_SKIPPED.labels(org.id).inc()
+            log.warning("tracking unavailable; gaps in this notification go unnoticed", extra={"org": org.id})
+            return None
+        report(org.id, key, findings)
+        return findings
+
+
+def report(org_id: str, key: str, findings: Findings) -> None:
+    for gap in findings.gaps:
+        GAPS.labels(org_id).inc()
+        MISSING.labels(org_id).inc(gap.size)
+        log.warning(
+            "gap in subscription event numbers",
+            extra={"org": org_id, "subscription": key, "first": gap.first, "last": gap.last},
+        )
+    if findings.reset:
+        RESETS.labels(org_id).inc()
+        log.warning(
+            "subscription event counter went down: sender restarted", extra={"org": org_id, "subscription": key}
+        )
+    if findings.status_alert:
+        STATUS_ALERTS.labels(org_id, findings.status_alert).inc()
+        log.error(
+            "sender reports the subscription is not active",
+            extra={"org": org_id, "subscription": key, "status": findings.status_alert},
+        )

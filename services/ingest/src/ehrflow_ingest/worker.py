@@ -1,0 +1,177 @@
+"""Ingest's background loop: keep declared subscriptions active, recover gaps and pings, notice silences.
+
+Every ``tick_s`` it reads every tracking record and acts on what is due (``tracking.due``). Work on one
+subscription, and the manager's pass over one organization, hold a Redis lock, so any number of
+replicas can run the loop. Recovery queries are limited per organization (``recovery_per_minute``):
+an over-eager or hostile sender cannot turn ingest into a load generator against its EHR.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+from redis.exceptions import LockError, RedisError
+
+from ehrflow_ingest.manager import SubscriptionManager
+from ehrflow_ingest.metrics import RECOVERIES, SILENT
+from ehrflow_ingest.recovery import CannotRecover, Recovered, Recovery
+from ehrflow_ingest.tracking import Due, Gap, SubscriptionState, due
+from ehrflow_ingest.tracking_store import TrackingStore
+from ehrflow_runtime.errors import UpstreamRejected, UpstreamUnavailable
+from ehrflow_runtime.organizations import Organization, Registry
+
+log = logging.getLogger("ehrflow.ingest.worker")
+
+LOCK_PREFIX = "ehrflow:ingest:lock:"
+RATE_PREFIX = "ehrflow:ingest:recovery-rate:"
+LOCK_S = 120
+
+
+class Worker:
+    def __init__(
+        self,
+        registry: Registry,
+        redis: Redis,
+        store: TrackingStore,
+        recovery: Recovery,
+        manager: SubscriptionManager | None,
+        *,
+        tick_s: float,
+        manage_every_s: float,
+        grace_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._registry = registry
+        self._redis = redis
+        self._store = store
+        self._recovery = recovery
+        self._manager = manager
+        self._tick = tick_s
+        self._manage_every = manage_every_s
+        self._grace = grace_s
+        self._clock = clock
+        self._managed_at = float("-inf")
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except (RedisError, UpstreamUnavailable) as exc:
+                log.warning("background pass incomplete", extra={"reason": type(exc).__name__})
+            except Exception:
+                log.exception("background pass failed")
+            await asyncio.sleep(self._tick)
+
+    async def tick(self) -> None:
+        now = self._clock()
+        if self._manager is not None and now - self._managed_at >= self._manage_every:
+            self._managed_at = now
+            for org in self._registry:
+                if org.ingest.subscriptions:
+                    await self._locked(f"manage:{org.id}", self._manage, org)
+        for state in await self._store.tracked():
+            org = self._registry.get(state.organization)
+            if org is not None:
+                await self._check(org, state, now)
+
+    async def _manage(self, org: Organization) -> None:
+        assert self._manager is not None
+        try:
+            await self._manager.reconcile(org)
+        except (UpstreamRejected, UpstreamUnavailable) as exc:
+            log.warning("could not check subscriptions on the EHR", extra={"org": org.id, "reason": str(exc)})
+
+    async def _check(self, org: Organization, state: SubscriptionState, now: float) -> None:
+        declared = next((s for s in org.ingest.subscriptions if s.name == state.name), None)
+        todo = due(state, now, grace_s=self._grace, heartbeat_s=declared.heartbeat_s if declared else None)
+        label = state.name or "undeclared"
+        if todo.fell_silent:
+            await self._store.update(org.id, state.key, _mark_silent)
+            log.error("subscription silent for 1.5 heartbeat periods", extra={"org": org.id, "subscription": state.key})
+        if declared is not None and declared.heartbeat_s:
+            SILENT.labels(org.id, label).set(1 if (state.silent or todo.fell_silent) else 0)
+        if todo.anything:
+            await self._locked(f"recover:{org.id}|{state.key}", self._recover, org, state, todo)
+
+    async def _recover(self, org: Organization, state: SubscriptionState, todo: Due) -> None:
+        if not await self._allowed(org):
+            RECOVERIES.labels(org.id, "any", "rate-limited").inc()
+            return
+        started = self._clock()
+        try:
+            if todo.gaps:
+                found = await self._recovery.gaps(org, state, todo.gaps)
+                await self._store.update(org.id, state.key, _closed(todo.gaps, found))
+            if todo.sweep_since is not None:
+                found = await self._recovery.search(org, state, todo.sweep_since)
+                await self._store.update(org.id, state.key, _swept(started, found))
+        except CannotRecover as exc:
+            log.error("cannot recover: %s", exc, extra={"org": org.id})
+            await self._store.update(org.id, state.key, _give_up(todo.gaps))
+        except (UpstreamRejected, UpstreamUnavailable) as exc:
+            RECOVERIES.labels(org.id, "any", "failed").inc()
+            log.warning("recovery failed; will retry", extra={"org": org.id, "reason": str(exc)})
+
+    async def _allowed(self, org: Organization) -> bool:
+        window = int(self._clock() // 60)
+        key = f"{RATE_PREFIX}{org.id}:{window}"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 120)
+            count, _ = await pipe.execute()
+        return int(count) <= org.ingest.recovery_per_minute
+
+    async def _locked(self, name: str, action: Callable[..., object], *args: object) -> None:
+        lock = self._redis.lock(LOCK_PREFIX + name, timeout=LOCK_S, blocking=False)
+        if not await lock.acquire():
+            return  # another replica is on it
+        try:
+            result = action(*args)
+            if asyncio.iscoroutine(result):
+                await result
+        finally:
+            with contextlib.suppress(LockError):
+                await lock.release()
+
+
+def _mark_silent(state: SubscriptionState) -> None:
+    state.silent = True
+
+
+def _closed(gaps: tuple[Gap, ...], found: Recovered) -> Callable[[SubscriptionState], None]:
+    recovered = {(g.first, g.last) for g in gaps}
+
+    def change(state: SubscriptionState) -> None:
+        state.gaps = [g for g in state.gaps if (g.first, g.last) not in recovered]
+        if found.newest is not None:
+            state.last_event_at = max(state.last_event_at or 0.0, found.newest)
+
+    return change
+
+
+def _swept(started: float, found: Recovered) -> Callable[[SubscriptionState], None]:
+    def change(state: SubscriptionState) -> None:
+        if found.newest is not None:
+            state.last_event_at = max(state.last_event_at or 0.0, found.newest)
+        if not found.complete and found.newest is not None:
+            state.sweep_since = found.newest  # results are sorted by _lastUpdated: go on from the newest
+        elif state.sweep_requested_at is None or state.sweep_requested_at <= started:
+            state.sweep_since = state.sweep_requested_at = None  # nothing asked for a sweep meanwhile
+
+    return change
+
+
+def _give_up(gaps: tuple[Gap, ...]) -> Callable[[SubscriptionState], None]:
+    """Nothing can be fetched for this subscription: keep the alert, drop the work so it is not retried forever."""
+    dropped = {(g.first, g.last) for g in gaps}
+
+    def change(state: SubscriptionState) -> None:
+        state.gaps = [g for g in state.gaps if (g.first, g.last) not in dropped]
+        state.sweep_since = state.sweep_requested_at = None
+
+    return change
