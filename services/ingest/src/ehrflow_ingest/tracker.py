@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 from ehrflow_ingest.metrics import GAPS, MISSING, RESETS, STATUS_ALERTS, TRACKING_SKIPPED
 from ehrflow_ingest.notifications import ParsedEvent, ParsedNotification
 from ehrflow_ingest.tracking import Findings, Seen, SubscriptionState, instant, observe
-from ehrflow_ingest.tracking_store import TrackingStore, tracking_key
+from ehrflow_ingest.tracking_store import TrackingContention, TrackingStore, tracking_key
 from ehrflow_runtime.organizations import Organization
 
 log = logging.getLogger("ehrflow.ingest.tracking")
@@ -64,7 +64,7 @@ class Tracker:
 
         try:
             findings = await self.store.update(org.id, key, change)
-        except RedisError:
+        except (RedisError, TrackingContention):
             TRACKING_SKIPPED.labels(org.id).inc()
             log.warning("tracking unavailable; gaps in this notification go unnoticed", extra={"org": org.id})
             return None

@@ -6,6 +6,7 @@ notifications of one subscription at once both land, the logic stays in ``tracki
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -23,6 +24,10 @@ ATTEMPTS = 50
 T = TypeVar("T")
 
 
+class TrackingContention(Exception):
+    """Other replicas kept changing the record; this update was given up."""
+
+
 def tracking_key(name: str | None, subscription: str | None) -> str | None:
     """A declared subscription is known by its route name; another by the sender's ``Subscription/id``.
     A classic delivery to the organization's shared route has neither and is not tracked."""
@@ -36,14 +41,24 @@ def tracking_key(name: str | None, subscription: str | None) -> str | None:
 class TrackingStore:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._local: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, redis_key: str) -> asyncio.Lock:
+        return self._local.setdefault(redis_key, asyncio.Lock())
 
     @staticmethod
     def _key(org_id: str, key: str) -> str:
         return f"{PREFIX}{org_id}|{key}"
 
     async def update(self, org_id: str, key: str, change: Callable[[SubscriptionState], T]) -> T:
-        """Apply ``change`` to the record (created when missing) atomically; retried on a concurrent write."""
+        """Apply ``change`` to the record (created when missing) atomically; retried on a concurrent write.
+        Within a replica, updates of one record take turns (a busy subscription would otherwise make its
+        concurrent notifications retry each other out); WATCH settles races between replicas."""
         redis_key = self._key(org_id, key)
+        async with self._lock(redis_key):
+            return await self._update(org_id, key, redis_key, change)
+
+    async def _update(self, org_id: str, key: str, redis_key: str, change: Callable[[SubscriptionState], T]) -> T:
         for _ in range(ATTEMPTS):
             async with self._redis.pipeline(transaction=True) as pipe:
                 try:
@@ -62,7 +77,7 @@ class TrackingStore:
                     return result
                 except WatchError:
                     continue
-        raise RuntimeError(f"tracking record {org_id}|{key} kept changing under us")
+        raise TrackingContention(f"tracking record {org_id}|{key} kept changing under us")
 
     async def load(self, org_id: str, key: str) -> SubscriptionState | None:
         raw = await self._redis.get(self._key(org_id, key))
