@@ -16,14 +16,10 @@ import asyncio
 import json
 import os
 import platform
-import re
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,92 +27,11 @@ import aiohttp
 import yaml
 
 from ehrflow_devstack.config import generate
+from ehrflow_devstack.loadgen import LOAD, SERVER_CPU, Result, drive, publish_report, start_server
 from ehrflow_devstack.parts import Part, start_redis, start_tansu
-from ehrflow_devstack.processes import Process, free_port, http_ok
+from ehrflow_devstack.processes import Process, free_port
 
 COLD_REQUESTS = 200
-TOOL = "wrk" if shutil.which("wrk") else "aiohttp"
-PIN = bool(shutil.which("taskset")) and (os.cpu_count() or 1) >= 2
-"""Servers on CPU 0, the load generator on CPU 1, so they do not take turns on one core."""
-SERVER_CPU = ["taskset", "-c", "0"] if PIN else []
-CLIENT_CPU = ["taskset", "-c", "1"] if PIN else []
-LOAD = ("wrk, one thread" if TOOL == "wrk" else "an aiohttp closed loop (wrk is not installed)") + (
-    "; servers pinned to CPU 0, the load generator to CPU 1" if PIN and TOOL == "wrk" else ""
-)
-"""wrk (Debian/Ubuntu: `apt-get install wrk`, macOS: `brew install wrk`) when installed; aiohttp otherwise."""
-
-
-@dataclass
-class Result:
-    name: str
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    errors: int
-
-    def row(self) -> str:
-        return f"| {self.name} | {self.rps:,.0f} | {self.p50_ms:.2f} | {self.p99_ms:.2f} | {self.requests:,} | {self.errors} |"
-
-
-def _ms(text: str) -> float:
-    value = float(re.sub(r"[a-z]+$", "", text))
-    unit = re.sub(r"^[0-9.]+", "", text)
-    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def wrk(
-    url: str, body: dict[str, object], headers: dict[str, str], *, concurrency: int, seconds: float, warmup: float
-) -> Result:
-    """Drive ``url`` with wrk (one thread, ``concurrency`` connections) and read its latency distribution."""
-    script = Path(tempfile.mkstemp(suffix=".lua")[1])
-    lines = [
-        'wrk.method = "POST"',
-        f"wrk.body = {json.dumps(json.dumps(body))}",
-        'wrk.headers["Content-Type"] = "application/json"',
-    ]
-    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
-    script.write_text("\n".join(lines) + "\n")
-    base = [*CLIENT_CPU, "wrk", "-t1", f"-c{concurrency}", "-s", str(script), "--latency", url]
-    cut = len(CLIENT_CPU) + 3
-    subprocess.run([*base[:cut], f"-d{max(1, int(warmup))}s", *base[cut:]], check=True, capture_output=True)
-    out = subprocess.run(
-        [*base[:cut], f"-d{int(seconds)}s", *base[cut:]], check=True, capture_output=True, text=True
-    ).stdout
-    percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
-    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
-    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
-    return Result(url.rsplit("/", 1)[-1], rps, _ms(percentiles["50"]), _ms(percentiles["99"]), requests, errors)
-
-
-async def closed_loop(
-    url: str, body: dict[str, object], headers: dict[str, str], *, concurrency: int, seconds: float, warmup: float
-) -> Result:
-    """The fallback load generator when wrk is not installed (it is slower than the endpoints it measures)."""
-    latencies: list[float] = []
-    errors = 0
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
-        payload = json.dumps(body).encode()
-        start = time.perf_counter()
-        measure_from, stop_at = start + warmup, start + warmup + seconds
-
-        async def worker() -> None:
-            nonlocal errors
-            while (now := time.perf_counter()) < stop_at:
-                async with session.post(url, data=payload, headers={"Content-Type": "application/json"}) as r:
-                    await r.read()
-                    ok = r.status == 200
-                done = time.perf_counter()
-                if now >= measure_from:
-                    latencies.append((done - now) * 1000)
-                    errors += not ok
-
-        await asyncio.gather(*[worker() for _ in range(concurrency)])
-    ordered = sorted(latencies)
-    pct = lambda p: ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]  # noqa: E731
-    return Result(url.rsplit("/", 1)[-1], len(ordered) / seconds, pct(50), pct(99), len(ordered), errors)
 
 
 async def stampede(url: str, body: dict[str, object], headers: dict[str, str]) -> tuple[list[float], int]:
@@ -130,12 +45,6 @@ async def stampede(url: str, body: dict[str, object], headers: dict[str, str]) -
             return (time.perf_counter() - started) * 1000
 
         return list(await asyncio.gather(*[one() for _ in range(COLD_REQUESTS)])), COLD_REQUESTS
-
-
-def start(name: str, argv: list[str], log: Path, env: dict[str, str], ready_url: str) -> Process:
-    proc = Process(name, argv, log, env=env, ready=lambda: http_ok(ready_url))
-    proc.start(timeout=60)
-    return proc
 
 
 def main() -> int:
@@ -156,7 +65,7 @@ def main() -> int:
         upstream_port = free_port()
         upstream = f"http://127.0.0.1:{upstream_port}"
         started.append(
-            start(
+            start_server(
                 "token-server",
                 [
                     sys.executable,
@@ -199,7 +108,7 @@ def main() -> int:
             "EHRFLOW_LOG_LEVEL": "WARNING",
         }
         started.append(
-            start(
+            start_server(
                 "auth",
                 [*SERVER_CPU, sys.executable, "-m", "ehrflow_auth.main"],
                 state / "auth.log",
@@ -208,7 +117,7 @@ def main() -> int:
             )
         )
         started.append(
-            start(
+            start_server(
                 "bare",
                 [*SERVER_CPU, sys.executable, "-m", "ehrflow_devstack.bare_endpoint", str(bare_port)],
                 state / "bare.log",
@@ -226,12 +135,9 @@ def main() -> int:
                 assert r.status == 200, await r.text()  # the first request fetches the token upstream
             loop_args = {"concurrency": args.concurrency, "seconds": args.seconds, "warmup": args.warmup}
             bare_url = f"http://127.0.0.1:{bare_port}/bare"
-            if TOOL == "wrk":
-                bare = await asyncio.to_thread(wrk, bare_url, hot, headers, **loop_args)
-                cached = await asyncio.to_thread(wrk, token_url, hot, headers, **loop_args)
-            else:
-                bare = await closed_loop(bare_url, hot, headers, **loop_args)
-                cached = await closed_loop(token_url, hot, headers, **loop_args)
+            json_headers = {**headers, "Content-Type": "application/json"}
+            bare = await drive(bare_url, json.dumps(hot), json_headers, **loop_args)
+            cached = await drive(token_url, json.dumps(hot), json_headers, **loop_args)
             cold, _ = await stampede(token_url, {"organization": "cold", "feature": "news2"}, headers)
             async with aiohttp.ClientSession() as s, s.get(f"{upstream}/stats") as r:
                 upstream_requests = int((await r.json())["token_requests"])
@@ -266,11 +172,7 @@ def main() -> int:
             "",
         ]
     )
-    print(report)
-    if args.write:
-        args.write.parent.mkdir(parents=True, exist_ok=True)
-        with args.write.open("a", encoding="utf-8") as out:
-            out.write(report + "\n")
+    publish_report(report, args.write)
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -15,3 +17,12 @@ def metric(service_url: str, name: str, **labels: str) -> float:
         for sample in family.samples
         if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
     )
+
+
+def metric_reaches(service_url: str, name: str, value: float, *, timeout: float = 10.0, **labels: str) -> float:
+    """Wait until the metric is at least ``value`` (counters some services update in the background);
+    return what it is then, so a test can also check it did not overshoot."""
+    deadline = time.monotonic() + timeout
+    while (current := metric(service_url, name, **labels)) < value and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return current

@@ -1,4 +1,4 @@
-"""Ingest's webhook with FastStream's in-memory broker: answers, and what reaches each topic."""
+"""Ingest's webhook with an in-memory sink in place of Kafka: answers, and what reaches each topic."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from faststream.kafka import KafkaBroker, TestKafkaBroker
 
 from ehrflow_contracts import topics
 from ehrflow_contracts.fhir import SYSTEM_TAG, TAG_GENERATED
 from ehrflow_devstack import samples
 from ehrflow_devstack.config import WEBHOOK_HEADER, generate, write_registry
+from ehrflow_devstack.memory_sink import MemorySink
 from ehrflow_ingest.main import create_app
 from ehrflow_ingest.settings import IngestSettings
 
@@ -54,13 +54,6 @@ class Client:
         return await self.http.post(f"/v1/notify/{org}", content=content, headers=headers)
 
 
-def _collector(into: list[dict[str, Any]]):  # type: ignore[no-untyped-def]
-    async def collect(msg: dict[str, Any]) -> None:
-        into.append(msg)
-
-    return collect
-
-
 @pytest.fixture()
 async def client(config, tmp_path: Path) -> AsyncIterator[Client]:  # type: ignore[no-untyped-def]
     settings = IngestSettings(
@@ -69,14 +62,11 @@ async def client(config, tmp_path: Path) -> AsyncIterator[Client]:  # type: igno
         kafka={"create_topics": False, "publish_timeout_s": 2},
         redis_url="redis://127.0.0.1:1/0",  # no Redis: dedupe is skipped, every event is published
     )
-    broker = KafkaBroker()
-    app = create_app(settings, broker=broker)
-    published: dict[str, list[dict[str, Any]]] = {t: [] for t in topics.ALL}
-    for topic in (topics.NOTIFICATION_RECEIVED, topics.SUBSCRIPTION_SIGNAL, topics.NOTIFICATION_QUARANTINED):
-        broker.subscriber(topic, group_id=f"test-{topic}")(_collector(published[topic]))
+    sink = MemorySink()
+    app = create_app(settings, sink=sink)
     transport = httpx.ASGITransport(app=app)
-    async with TestKafkaBroker(broker), httpx.AsyncClient(transport=transport, base_url="http://ingest") as http:
-        yield Client(http, published, {o: config.webhook_secret(o) for o in ("org1", "org2")})
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as http:
+        yield Client(http, sink.published, {o: config.webhook_secret(o) for o in ("org1", "org2")})
 
 
 async def test_event_notification_is_published_and_answered_200(client: Client) -> None:

@@ -10,12 +10,12 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from faststream.kafka import KafkaBroker, TestKafkaBroker
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ehrflow_devstack import samples
 from ehrflow_devstack.config import WEBHOOK_HEADER, generate, write_registry
+from ehrflow_devstack.memory_sink import MemorySink
 from ehrflow_ingest.main import create_app
 from ehrflow_ingest.settings import IngestSettings
 
@@ -67,7 +67,7 @@ segment = st.text(
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, KafkaBroker, str]:
+def app(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, MemorySink, str]:
     config = generate(tmp_path_factory.mktemp("fuzz"))
     write_registry(config, {"org1": "http://127.0.0.1:9/fhir", "org2": "http://127.0.0.1:10/fhir"})
     settings_ = IngestSettings(
@@ -76,20 +76,17 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, KafkaBroker, str
         kafka={"create_topics": False},
         redis_url="redis://127.0.0.1:1/0",
     )
-    broker = KafkaBroker()
-    return create_app(settings_, broker=broker), broker, config.webhook_secret("org1")
+    sink = MemorySink()
+    return create_app(settings_, sink=sink), sink, config.webhook_secret("org1")
 
 
-def _status(app: tuple[Any, KafkaBroker, str], method: str, path: str, body: bytes, headers: dict[str, str]) -> int:
-    asgi, broker, _ = app
+def _status(app: tuple[Any, MemorySink, str], method: str, path: str, body: bytes, headers: dict[str, str]) -> int:
+    asgi, _, _ = app
 
     async def run() -> int:
-        async with (
-            TestKafkaBroker(broker),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=asgi, raise_app_exceptions=False), base_url="http://ingest"
-            ) as client,
-        ):
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=asgi, raise_app_exceptions=False), base_url="http://ingest"
+        ) as client:
             return (await client.request(method, path, content=body, headers=headers)).status_code
 
     return asyncio.run(run())
@@ -98,7 +95,7 @@ def _status(app: tuple[Any, KafkaBroker, str], method: str, path: str, body: byt
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=bodies, content_type=content_types, authenticated=st.booleans())
 def test_any_body_gets_a_precise_answer(
-    app: tuple[Any, KafkaBroker, str], body: bytes, content_type: str, authenticated: bool
+    app: tuple[Any, MemorySink, str], body: bytes, content_type: str, authenticated: bool
 ) -> None:
     headers = {"Content-Type": content_type, **({WEBHOOK_HEADER: app[2]} if authenticated else {})}
     assert _status(app, "POST", "/v1/notify/org1", body, headers) in ANSWERS
@@ -107,7 +104,7 @@ def test_any_body_gets_a_precise_answer(
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(method=st.sampled_from(["PUT", "DELETE", "POST", "GET"]), org=segment, rtype=segment, rid=segment, body=bodies)
 def test_any_path_gets_a_precise_answer(
-    app: tuple[Any, KafkaBroker, str], method: str, org: str, rtype: str, rid: str, body: bytes
+    app: tuple[Any, MemorySink, str], method: str, org: str, rtype: str, rid: str, body: bytes
 ) -> None:
     headers = {"Content-Type": "application/fhir+json", WEBHOOK_HEADER: app[2]}
     path = "/v1/notify/" + "/".join(quote(segment, safe="") for segment in (org, rtype, rid))

@@ -1,24 +1,22 @@
 """Recovery's requests to an EHR: ``$events`` for a numbered gap where offered, else a ``_lastUpdated`` search.
 
-Unit tests at the transport boundary (``httpx.MockTransport`` for the EHR and auth, FastStream's in-memory
-broker). SEKMET has no ``$events``, so this is where its request shape is checked; the search path is
-proven against SEKMET in tests/integration/test_ingest_recovery.py.
+Unit tests at the transport boundaries (``httpx.MockTransport`` for the EHR and auth, an in-memory sink
+for Kafka). SEKMET has no ``$events``, so this is where its request shape is checked; the search path is
+proven against SEKMET in tests/integration/test_ingest_gaps.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from faststream.kafka import KafkaBroker, TestKafkaBroker
 
 from ehrflow_contracts import topics
 from ehrflow_contracts.fhir import SYSTEM_TAG, TAG_GENERATED
 from ehrflow_devstack import samples
+from ehrflow_devstack.memory_sink import MemorySink
 from ehrflow_devstack.mock_fhir import MockFhir
-from ehrflow_ingest.channels import declare
 from ehrflow_ingest.recording import Recorder
 from ehrflow_ingest.recovery import CannotRecover, Recovery, criteria_of, search_params
 from ehrflow_ingest.tracking import Gap, SubscriptionState, instant
@@ -43,17 +41,9 @@ class EventsEhr(MockFhir):
 
 
 @pytest.fixture()
-async def published() -> AsyncIterator[tuple[Recorder, list[dict[str, Any]]]]:
-    broker = KafkaBroker()
-    recorder = Recorder(declare(broker), None, publish_timeout_s=2)
-    seen: list[dict[str, Any]] = []
-
-    @broker.subscriber(topics.NOTIFICATION_RECEIVED, group_id="t")
-    async def collect(msg: dict[str, Any]) -> None:
-        seen.append(msg)
-
-    async with TestKafkaBroker(broker):
-        yield recorder, seen
+def published() -> tuple[Recorder, list[dict[str, Any]]]:
+    sink = MemorySink()
+    return Recorder(sink, None, publish_timeout_s=2), sink.published[topics.NOTIFICATION_RECEIVED]
 
 
 def tracked(**kw: Any) -> SubscriptionState:

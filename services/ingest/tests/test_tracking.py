@@ -166,3 +166,12 @@ def test_unreadable_instants_are_none(text: object) -> None:
 
 def test_iso_round_trips_for_searches() -> None:
     assert iso(instant("2026-11-21T08:41:36.536Z") or 0) == "2026-11-21T08:41:36.536Z"
+
+
+def test_an_absurd_jump_is_one_gap_computed_without_enumerating_it() -> None:
+    """Found by the benchmark: a jump of 10^12 used to build a list of every missing number (out of memory)."""
+    s = state()
+    observe(s, event(1), now=1.0)
+    bundle = Seen("event-notification", counter=10**12 + 3, numbers=(10**12, 10**12 + 2), carried=2)
+    gaps = observe(s, bundle, now=2.0).gaps
+    assert [(g.first, g.last) for g in gaps] == [(2, 10**12 - 1), (10**12 + 1, 10**12 + 1), (10**12 + 3, 10**12 + 3)]

@@ -154,7 +154,7 @@ def routes(ctx: IngestContext) -> list[Route]:
             )
         )
         if ctx.tracker is not None:
-            await ctx.tracker.notification(org, name, note, ())
+            ctx.tracker.notification(org, name, note, ())
         return _accepted(org.id, note, 1)
 
     async def _publish_events(org: Organization, name: str | None, note: ParsedNotification, raw: bytes) -> Response:
@@ -165,7 +165,7 @@ def routes(ctx: IngestContext) -> list[Route]:
         recorded = await ctx.recorder.events(org.id, [r for _, r in records], aliases)
         if ctx.tracker is not None:
             new_events = [e for e, r in records if r.dedupe_key in recorded.first_seen] + echoes
-            await ctx.tracker.notification(org, name, note, new_events)
+            ctx.tracker.notification(org, name, note, new_events)
         return _accepted(org.id, note, len(recorded.published), duplicates=recorded.duplicates)
 
     def _unavailable(org_id: str, exc: Exception) -> Response:
@@ -175,7 +175,7 @@ def routes(ctx: IngestContext) -> list[Route]:
 
     def _accepted(org_id: str, note: ParsedNotification, published: int, duplicates: int = 0) -> Response:
         RECEIVED.labels(org_id, "accepted").inc()
-        log.info(
+        log.debug(  # a line per notification is a cost at thousands a second; the counters say as much
             "notification accepted",
             extra={
                 "org": org_id,

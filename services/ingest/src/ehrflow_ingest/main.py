@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 from faststream import FastStream
-from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
 from starlette.applications import Starlette
@@ -23,10 +22,11 @@ from ehrflow_ingest.recording import Recorder
 from ehrflow_ingest.recovery import FEATURE, Recovery
 from ehrflow_ingest.sender_auth import SenderSecrets
 from ehrflow_ingest.settings import IngestSettings
+from ehrflow_ingest.sink import KafkaSink, Sink
 from ehrflow_ingest.tracker import Tracker
 from ehrflow_ingest.tracking_store import TrackingStore
 from ehrflow_ingest.worker import Worker
-from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
+from ehrflow_runtime.broker import ensure_topics, make_broker
 from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.health import health_routes
 from ehrflow_runtime.http_errors import exception_handlers
@@ -41,26 +41,31 @@ from ehrflow_runtime.tokens import TokenClient
 log = logging.getLogger("ehrflow.ingest")
 
 
-def create_app(settings: IngestSettings, broker: KafkaBroker | None = None) -> Starlette:
+def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
+    """The ingest app; ``sink`` replaces Kafka in unit tests (``ehrflow_devstack.memory_sink``)."""
     registry = load_registry(settings.organizations_file)
-    broker = broker or make_broker(settings.kafka, client_id="ingest")
+    kafka = KafkaSink(settings.kafka, client_id="ingest") if sink is None else None
+    sink = sink or kafka
+    assert sink is not None
     redis = make_redis(settings.redis_url.get_secret_value())
-    recorder = Recorder(declare(broker), Dedupe(redis), settings.kafka.publish_timeout_s)
+    recorder = Recorder(sink, Dedupe(redis), settings.kafka.publish_timeout_s)
     store = TrackingStore(redis)
+    tracker = Tracker(store)
     ctx = IngestContext(
         registry=registry,
         secrets=SenderSecrets(list(registry)),
         recorder=recorder,
         max_body_bytes=settings.max_body_bytes,
-        tracker=Tracker(store),
+        tracker=tracker,
     )
     http = make_http_client(settings.auth.timeout_s if settings.auth else 10.0)
     worker = _worker(settings, registry, redis, store, recorder, http)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await ensure_topics(settings.kafka, topics.ALL)
-        await broker.start()
+        if kafka is not None:
+            await ensure_topics(settings.kafka, topics.ALL)
+            await kafka.start()
         background = asyncio.create_task(worker.run()) if worker else None
         try:
             yield
@@ -69,7 +74,10 @@ def create_app(settings: IngestSettings, broker: KafkaBroker | None = None) -> S
                 background.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
-            await broker.stop()
+            await recorder.flush()
+            await tracker.flush()
+            if kafka is not None:
+                await kafka.stop()
             await http.aclose()
             await redis.aclose()
 
@@ -79,11 +87,8 @@ def create_app(settings: IngestSettings, broker: KafkaBroker | None = None) -> S
         except Exception:
             return False
 
-    async def ready() -> bool:
-        return await broker_ready(broker)
-
     return Starlette(
-        routes=[*routes(ctx), *health_routes({"broker": ready}, optional={"redis": redis_ok})],
+        routes=[*routes(ctx), *health_routes({"broker": sink.ready}, optional={"redis": redis_ok})],
         lifespan=lifespan,
         exception_handlers=dict(exception_handlers()),
     )

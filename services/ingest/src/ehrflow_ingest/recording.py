@@ -15,10 +15,11 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from ehrflow_contracts import NotificationQuarantined, NotificationReceived, SubscriptionSignal
-from ehrflow_ingest.channels import Publishers
+from ehrflow_contracts import NotificationQuarantined, NotificationReceived, SubscriptionSignal, topics
+from ehrflow_ingest.batching import Batcher
 from ehrflow_ingest.dedupe import Claims, Dedupe
 from ehrflow_ingest.metrics import DEDUPE_SKIPPED, DUPLICATES, EVENTS
+from ehrflow_ingest.sink import Sink
 
 log = logging.getLogger("ehrflow.ingest")
 
@@ -45,10 +46,15 @@ def partition_key(event: NotificationReceived) -> bytes:
 
 
 class Recorder:
-    def __init__(self, publishers: Publishers, dedupe: Dedupe | None, publish_timeout_s: float) -> None:
-        self.publishers = publishers
+    def __init__(self, sink: Sink, dedupe: Dedupe | None, publish_timeout_s: float) -> None:
+        self._sink = sink
         self._dedupe = dedupe
         self._timeout = publish_timeout_s
+        self._confirmations: Batcher[str, list[str]] = Batcher("dedupe-confirm", self._confirm_batch)
+
+    async def flush(self) -> None:
+        """Write the dedupe confirmations still waiting (at shutdown)."""
+        await self._confirmations.flush()
 
     async def confirm(self, sends: Sequence[Awaitable[Any]]) -> None:
         """Wait until the broker acknowledged every record (acks=all), or fail within the timeout."""
@@ -70,7 +76,7 @@ class Recorder:
         new = set(claims.new)
         fresh = tuple(e for e in events if e.dedupe_key in new)
         try:
-            await self.confirm([self.publishers.events.publish(e, key=partition_key(e)) for e in fresh])
+            await self.confirm([self._sink.send(topics.NOTIFICATION_RECEIVED, e, partition_key(e)) for e in fresh])
         except BrokerUnavailable:
             await self._release(claims.new)
             raise
@@ -81,11 +87,11 @@ class Recorder:
 
     async def signal(self, signal: SubscriptionSignal) -> None:
         key = f"{signal.organization_id}|{signal.subscription}".encode()
-        await self.confirm([self.publishers.signals.publish(signal, key=key)])
+        await self.confirm([self._sink.send(topics.SUBSCRIPTION_SIGNAL, signal, key)])
         EVENTS.labels(signal.organization_id, signal.notification_type).inc()
 
     async def quarantine(self, record: NotificationQuarantined) -> None:
-        await self.confirm([self.publishers.quarantine.publish(record, key=record.organization_id.encode())])
+        await self.confirm([self._sink.send(topics.NOTIFICATION_QUARANTINED, record, record.organization_id.encode())])
 
     async def _claim(self, org_id: str, keys: list[str], aliases: dict[str, str]) -> Claims:
         """Dedupe claims; without Redis every event is new (Kafka is the record, consumers are idempotent)."""
@@ -99,9 +105,16 @@ class Recorder:
             return Claims(new=keys)
 
     async def _settle(self, keys: list[str]) -> None:
+        """Mark the keys done, in the background: the answer does not wait for it. Until it is written a
+        re-delivery finds the claim pending (503, retry); if it is never written (a crash) the claim
+        expires and a re-delivery is published again — a duplicate for idempotent consumers, never a loss."""
         if self._dedupe is not None and keys:
-            with contextlib.suppress(RedisError):  # the claim expires by itself
-                await self._dedupe.confirm(keys)
+            self._confirmations.add("confirm", keys)
+
+    async def _confirm_batch(self, _: str, batches: list[list[str]]) -> None:
+        assert self._dedupe is not None
+        with contextlib.suppress(RedisError):  # the claims expire by themselves
+            await self._dedupe.confirm([k for keys in batches for k in keys])
 
     async def _release(self, keys: list[str]) -> None:
         if self._dedupe is not None and keys:

@@ -1,7 +1,7 @@
 """Folds each accepted notification into its subscription's tracking record; reports what it revealed.
 
-Runs after the notification is on Kafka: a tracking failure (Redis down) is counted and logged and
-never turns an accepted notification into an error.
+Runs after the notification is on Kafka and off the request path: a tracking failure (Redis down) is
+counted and logged and never turns an accepted notification into an error or a slower answer.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from redis.exceptions import RedisError
 
+from ehrflow_ingest.batching import Batcher
 from ehrflow_ingest.metrics import GAPS, MISSING, RESETS, STATUS_ALERTS, TRACKING_SKIPPED
 from ehrflow_ingest.notifications import ParsedEvent, ParsedNotification
 from ehrflow_ingest.tracking import Findings, Seen, SubscriptionState, instant, observe
@@ -45,31 +46,44 @@ def seen_of(note: ParsedNotification, new_events: Sequence[ParsedEvent]) -> Seen
 
 
 class Tracker:
+    """Hands each notification's facts to a background writer: one Redis transaction per subscription
+    and round trip, however many notifications arrived meanwhile, in arrival order."""
+
     def __init__(self, store: TrackingStore, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self._clock = clock
+        self._batches: Batcher[tuple[str, str], tuple[Organization, str | None, Seen, float]] = Batcher(
+            "tracking", self._write
+        )
 
-    async def notification(
+    def notification(
         self, org: Organization, name: str | None, note: ParsedNotification, new_events: Sequence[ParsedEvent]
-    ) -> Findings | None:
+    ) -> None:
         key = tracking_key(name, note.subscription)
-        if key is None:
-            return None
-        seen = seen_of(note, new_events)
-        now = self._clock()
+        if key is not None:
+            self._batches.add((org.id, key), (org, name, seen_of(note, new_events), self._clock()))
 
-        def change(state: SubscriptionState) -> Findings:
-            state.name = name or state.name
-            return observe(state, seen, now, numbering=org.ingest.numbering)
+    async def flush(self) -> None:
+        await self._batches.flush()
+
+    async def _write(self, slot: tuple[str, str], items: list[tuple[Organization, str | None, Seen, float]]) -> None:
+        org_id, key = slot
+
+        def change(state: SubscriptionState) -> list[Findings]:
+            found = []
+            for org, name, seen, now in items:
+                state.name = name or state.name
+                found.append(observe(state, seen, now, numbering=org.ingest.numbering))
+            return found
 
         try:
-            findings = await self.store.update(org.id, key, change)
+            found = await self.store.update(org_id, key, change)
         except (RedisError, TrackingContention):
-            TRACKING_SKIPPED.labels(org.id).inc()
-            log.warning("tracking unavailable; gaps in this notification go unnoticed", extra={"org": org.id})
-            return None
-        report(org.id, key, findings)
-        return findings
+            TRACKING_SKIPPED.labels(org_id).inc(len(items))
+            log.warning("tracking unavailable; gaps in these notifications go unnoticed", extra={"org": org_id})
+            return
+        for findings in found:
+            report(org_id, key, findings)
 
 
 def report(org_id: str, key: str, findings: Findings) -> None:

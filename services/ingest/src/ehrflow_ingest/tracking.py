@@ -156,9 +156,7 @@ def observe(
         findings.reset = True
         return findings
     if peak > state.highest:
-        have = set(rest)
-        missing = [n for n in range(state.highest + 1, peak + 1) if n not in have]
-        for first, last in _ranges(missing):
+        for first, last in _missing(state.highest, peak, rest):
             gap = Gap(first=first, last=last, opened_at=now, since=before)
             state.gaps.append(gap)
             findings.gaps.append(gap)
@@ -190,13 +188,17 @@ def _fill(state: SubscriptionState, number: int) -> bool:
     return False
 
 
-def _ranges(numbers: list[int]) -> list[tuple[int, int]]:
+def _missing(highest: int, peak: int, carried: list[int]) -> list[tuple[int, int]]:
+    """Ranges in (highest, peak] that ``carried`` does not hold; never enumerates the range itself,
+    so a sender's absurd jump costs no more than a small one."""
     ranges: list[tuple[int, int]] = []
-    for n in numbers:
-        if ranges and ranges[-1][1] == n - 1:
-            ranges[-1] = (ranges[-1][0], n)
-        else:
-            ranges.append((n, n))
+    cursor = highest + 1
+    for number in sorted({n for n in carried if highest < n <= peak}):
+        if number > cursor:
+            ranges.append((cursor, number - 1))
+        cursor = number + 1
+    if cursor <= peak:
+        ranges.append((cursor, peak))
     return ranges
 
 

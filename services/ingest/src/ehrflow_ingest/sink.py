@@ -1,0 +1,74 @@
+"""Where ingest's records go: Kafka, through one aiokafka producer with acks=all.
+
+Ingest publishes on the request path of every notification, so it talks to aiokafka directly: measured
+here, FastStream's publish path (command objects, middleware stack, a producer span per record) cost
+~156 µs of CPU per record against ~37 µs for aiokafka with the same pydantic JSON (bench/ingest). The
+records are what FastStream would have written — JSON with ``content-type: application/json`` — and carry
+the W3C ``traceparent`` of the webhook's span, so consumers (FastStream, with its telemetry middleware)
+continue the trace. The topics are still declared with FastStream (``channels``) for the AsyncAPI document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol
+
+from aiokafka import AIOKafkaProducer
+from opentelemetry.propagate import inject
+from pydantic import BaseModel
+
+from ehrflow_runtime.settings import KafkaSettings
+
+JSON = ("content-type", b"application/json")
+
+
+class Sink(Protocol):
+    async def send(self, topic: str, record: BaseModel, key: bytes) -> None:
+        """Return once the broker acknowledged the record (acks=all); raise otherwise."""
+
+    async def ready(self) -> bool: ...
+
+
+def headers() -> list[tuple[str, bytes]]:
+    carrier: dict[str, str] = {}
+    inject(carrier)
+    return [JSON, *((name, value.encode()) for name, value in carrier.items())]
+
+
+class KafkaSink:
+    def __init__(self, kafka: KafkaSettings, *, client_id: str) -> None:
+        self._kafka = kafka
+        self._client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Connect (aiokafka wants its producer made inside the running event loop)."""
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self._kafka.bootstrap_servers,
+            client_id=self._client_id,
+            acks="all",
+            enable_idempotence=self._kafka.enable_idempotence,
+            max_batch_size=256 * 1024,  # see ehrflow_runtime.broker.make_broker
+            linger_ms=0,
+        )
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise RuntimeError("the Kafka sink is not started")
+        return self._producer
+
+    async def send(self, topic: str, record: BaseModel, key: bytes) -> None:
+        await self.producer.send_and_wait(topic, record.model_dump_json().encode(), key=key, headers=headers())
+
+    async def ready(self, timeout: float = 2.0) -> bool:
+        try:
+            await asyncio.wait_for(self.producer.client.fetch_all_metadata(), timeout)
+        except Exception:
+            return False
+        return True
