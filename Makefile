@@ -51,6 +51,7 @@ test-integration: setup
 
 bench: setup
 	$(BIN)/python bench/auth/bench_auth.py --write docs/benchmarks.md
+	$(BIN)/python bench/ingest/bench_ingest.py --write docs/benchmarks.md
 
 asyncapi: setup
 	$(BIN)/python -m ehrflow_devstack asyncapi

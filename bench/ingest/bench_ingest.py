@@ -10,7 +10,7 @@ is authenticated, parsed, claimed in Redis, published with acks=all, confirmed a
    each, same machine, same run);
 2. the broker's produce rate (acks=all, records of the same size, 32 in flight) from this process;
 3. an open loop at half of ingest's peak rate, for its latency at a sustainable load;
-4. a cProfile of the request path in-process (ASGI transport, real broker and Redis): where the time goes.
+4. a cProfile of the request path in-process (ASGI transport, real broker and Redis): where the CPU goes.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ async def produce_rate(bootstrap: str, seconds: float, in_flight: int = 32) -> f
 
 
 async def profile(settings: IngestSettings, secret: str) -> list[tuple[str, float]]:
-    """Share of the in-process request time per stage (cumulative; stages nest only where stated)."""
+    """Share of the route handler's CPU time per stage (cProfile's cumulative time of each stage's function)."""
     app = create_app(settings)
     body = notification_body()
     headers = {"Content-Type": "application/fhir+json", WEBHOOK_HEADER: secret}
@@ -227,8 +227,9 @@ def main() -> int:
             f"- the broker alone confirms **{produced:,.0f} records/s** (acks=all, 32 in flight, one producer): "
             f"ingest's peak is {max(i.rps for _, i in levels.values()) / produced:.0%} of it.",
             "",
-            f"Where an in-process request's time goes ({PROFILED_REQUESTS:,} requests through the ASGI app under "
-            "cProfile, real broker and Redis; cumulative, so waiting for the broker counts in its stage):",
+            f"Where a request's CPU time goes ({PROFILED_REQUESTS:,} requests through the ASGI app in-process "
+            "under cProfile, real broker and Redis; a coroutine is counted only while it runs, so waiting for "
+            "Redis or the broker is not in these shares):",
             "",
             "| stage | share of the route handler |",
             "|---|---|",

@@ -6,8 +6,10 @@ every send fail as an unreachable broker would. Integration tests use a real bro
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
+from collections.abc import Awaitable
 from typing import Any
 
 from pydantic import BaseModel
@@ -23,11 +25,14 @@ class MemorySink:
         self.keys: dict[str, list[bytes]] = defaultdict(list)
         self.down = False
 
-    async def send(self, topic: str, record: BaseModel, key: bytes) -> None:
+    async def send(self, topic: str, record: BaseModel, key: bytes) -> Awaitable[object]:
         if self.down:
             raise BrokerDown("the broker is unreachable")
         self.published[topic].append(json.loads(record.model_dump_json()))
         self.keys[topic].append(key)
+        acknowledged: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        acknowledged.set_result(None)
+        return acknowledged
 
     async def ready(self) -> bool:
         return not self.down

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from ehrflow_contracts import NotificationQuarantined, NotificationReceived, SubscriptionSignal, topics
@@ -56,10 +56,14 @@ class Recorder:
         """Write the dedupe confirmations still waiting (at shutdown)."""
         await self._confirmations.flush()
 
-    async def confirm(self, sends: Sequence[Awaitable[Any]]) -> None:
-        """Wait until the broker acknowledged every record (acks=all), or fail within the timeout."""
+    async def publish(self, records: Sequence[tuple[str, BaseModel, bytes]]) -> None:
+        """Hand every (topic, record, key) to the broker, then wait until it acknowledged them all
+        (acks=all), within the publish timeout; raise BrokerUnavailable otherwise."""
         try:
-            await asyncio.wait_for(asyncio.gather(*sends), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                acks = [await self._sink.send(topic, record, key) for topic, record, key in records]
+                for ack in acks:  # already in flight together: waiting in order costs nothing extra
+                    await ack
         except Exception as exc:  # timeout, connection or Kafka error: the sender must retry
             raise BrokerUnavailable(type(exc).__name__) from exc
 
@@ -76,7 +80,7 @@ class Recorder:
         new = set(claims.new)
         fresh = tuple(e for e in events if e.dedupe_key in new)
         try:
-            await self.confirm([self._sink.send(topics.NOTIFICATION_RECEIVED, e, partition_key(e)) for e in fresh])
+            await self.publish([(topics.NOTIFICATION_RECEIVED, e, partition_key(e)) for e in fresh])
         except BrokerUnavailable:
             await self._release(claims.new)
             raise
@@ -87,11 +91,11 @@ class Recorder:
 
     async def signal(self, signal: SubscriptionSignal) -> None:
         key = f"{signal.organization_id}|{signal.subscription}".encode()
-        await self.confirm([self._sink.send(topics.SUBSCRIPTION_SIGNAL, signal, key)])
+        await self.publish([(topics.SUBSCRIPTION_SIGNAL, signal, key)])
         EVENTS.labels(signal.organization_id, signal.notification_type).inc()
 
     async def quarantine(self, record: NotificationQuarantined) -> None:
-        await self.confirm([self._sink.send(topics.NOTIFICATION_QUARANTINED, record, record.organization_id.encode())])
+        await self.publish([(topics.NOTIFICATION_QUARANTINED, record, record.organization_id.encode())])
 
     async def _claim(self, org_id: str, keys: list[str], aliases: dict[str, str]) -> Claims:
         """Dedupe claims; without Redis every event is new (Kafka is the record, consumers are idempotent)."""

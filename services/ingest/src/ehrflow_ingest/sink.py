@@ -11,6 +11,7 @@ continue the trace. The topics are still declared with FastStream (``channels``)
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -23,8 +24,8 @@ JSON = ("content-type", b"application/json")
 
 
 class Sink(Protocol):
-    async def send(self, topic: str, record: BaseModel, key: bytes) -> None:
-        """Return once the broker acknowledged the record (acks=all); raise otherwise."""
+    async def send(self, topic: str, record: BaseModel, key: bytes) -> Awaitable[object]:
+        """Hand the record over; the answer completes when the broker acknowledged it (acks=all)."""
 
     async def ready(self) -> bool: ...
 
@@ -63,8 +64,11 @@ class KafkaSink:
             raise RuntimeError("the Kafka sink is not started")
         return self._producer
 
-    async def send(self, topic: str, record: BaseModel, key: bytes) -> None:
-        await self.producer.send_and_wait(topic, record.model_dump_json().encode(), key=key, headers=headers())
+    async def send(self, topic: str, record: BaseModel, key: bytes) -> Awaitable[object]:
+        ack: Awaitable[object] = await self.producer.send(
+            topic, record.model_dump_json().encode(), key=key, headers=headers()
+        )
+        return ack
 
     async def ready(self, timeout: float = 2.0) -> bool:
         try:
