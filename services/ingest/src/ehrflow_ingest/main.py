@@ -12,12 +12,16 @@ from faststream import FastStream
 from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from ehrflow_contracts import topics
 from ehrflow_ingest.app import IngestContext, routes
 from ehrflow_ingest.channels import declare
 from ehrflow_ingest.dedupe import Dedupe
 from ehrflow_ingest.manager import SubscriptionManager
+from ehrflow_ingest.openapi import document
 from ehrflow_ingest.recording import Recorder
 from ehrflow_ingest.recovery import FEATURE, Recovery
 from ehrflow_ingest.sender_auth import SenderSecrets
@@ -87,8 +91,15 @@ def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
         except Exception:
             return False
 
+    async def openapi(_: Request) -> JSONResponse:
+        return JSONResponse(document())
+
     return Starlette(
-        routes=[*routes(ctx), *health_routes({"broker": sink.ready}, optional={"redis": redis_ok})],
+        routes=[
+            *routes(ctx),
+            *health_routes({"broker": sink.ready}, optional={"redis": redis_ok}),
+            Route("/openapi.json", openapi),
+        ],
         lifespan=lifespan,
         exception_handlers=dict(exception_handlers()),
     )
