@@ -116,17 +116,17 @@ def _worker(
     """The background loop, when configured: recovery needs the auth service, the manager a public URL."""
     if not settings.background:
         return None
+    recovery, manager = None, None
     if settings.auth is None:
         log.warning("no auth service configured: gaps and silences are reported, never recovered")
-        return None
-    tokens = TokenClient.configured(http, settings.auth)
-    clients = {org.id: FhirClient(http, tokens, org, FEATURE) for org in registry}
-    recovery = Recovery(clients.__getitem__, recorder, overlap_s=settings.recovery_overlap_s)
-    manager = None
-    if settings.public_url:
-        manager = SubscriptionManager(clients.__getitem__, store, public_url=settings.public_url)
-    elif any(org.ingest.subscriptions for org in registry):
-        log.warning("subscriptions are declared but EHRFLOW_PUBLIC_URL is not set: they are not managed")
+    else:
+        tokens = TokenClient.configured(http, settings.auth)
+        clients = {org.id: FhirClient(http, tokens, org, FEATURE) for org in registry}
+        recovery = Recovery(clients.__getitem__, recorder, overlap_s=settings.recovery_overlap_s)
+        if settings.public_url:
+            manager = SubscriptionManager(clients.__getitem__, store, public_url=settings.public_url)
+    if manager is None and any(org.ingest.subscriptions for org in registry):
+        log.warning("subscriptions are declared but not managed: set EHRFLOW_PUBLIC_URL and EHRFLOW_AUTH__*")
     return Worker(
         registry,
         redis,

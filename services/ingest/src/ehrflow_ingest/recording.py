@@ -72,8 +72,9 @@ class Recorder:
     ) -> Recorded:
         """Publish the events not seen before; raise InFlight or BrokerUnavailable (nothing confirmed)."""
         claims = await self._claim(org_id, [e.dedupe_key for e in events], aliases)
+        claimed = claims.new + claims.seen_as_alias  # every key this request holds pending now
         if claims.in_flight:
-            await self._release(claims.new)
+            await self._release(claimed)
             raise InFlight
         if claims.duplicates:
             DUPLICATES.labels(org_id).inc(len(claims.duplicates))
@@ -82,12 +83,11 @@ class Recorder:
         try:
             await self.publish([(topics.NOTIFICATION_RECEIVED, e, partition_key(e)) for e in fresh])
         except BrokerUnavailable:
-            await self._release(claims.new)
+            await self._release(claimed)
             raise
-        done = claims.new + claims.seen_as_alias
-        await self._settle(done + [aliases[k] for k in claims.new if k in aliases])
+        await self._settle(claimed + [aliases[k] for k in claims.new if k in aliases])
         EVENTS.labels(org_id, kind).inc(len(fresh))
-        return Recorded(fresh, len(claims.duplicates), frozenset(done))
+        return Recorded(fresh, len(claims.duplicates), frozenset(claimed))
 
     async def signal(self, signal: SubscriptionSignal) -> None:
         key = f"{signal.organization_id}|{signal.subscription}".encode()

@@ -38,7 +38,7 @@ class Worker:
         registry: Registry,
         redis: Redis,
         store: TrackingStore,
-        recovery: Recovery,
+        recovery: Recovery | None,
         manager: SubscriptionManager | None,
         *,
         tick_s: float,
@@ -95,10 +95,11 @@ class Worker:
             log.error("subscription silent for 1.5 heartbeat periods", extra={"org": org.id, "subscription": state.key})
         if declared is not None and declared.heartbeat_s:
             SILENT.labels(org.id, label).set(1 if (state.silent or todo.fell_silent) else 0)
-        if todo.anything:
+        if todo.anything and self._recovery is not None:  # without it, the alerts above are all there is
             await self._locked(f"recover:{org.id}|{state.key}", self._recover, org, state, todo)
 
     async def _recover(self, org: Organization, state: SubscriptionState, todo: Due) -> None:
+        assert self._recovery is not None
         if not await self._allowed(org):
             RECOVERIES.labels(org.id, "any", "rate-limited").inc()
             return
