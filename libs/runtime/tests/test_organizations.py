@@ -197,3 +197,21 @@ def test_managed_subscriptions_need_a_header_secret_and_unique_names(folder: Pat
     assert "header secret" in _error(folder, {"org1": _record(ingest=signed_only)})
     twice = {"secrets": [{"header": "X-Secret", "file": "secrets/hook"}], "subscriptions": [sub, sub]}
     assert "unique" in _error(folder, {"org1": _record(ingest=twice)})
+
+
+def test_a_subscription_may_bring_its_own_secret(folder: Path) -> None:
+    own = {"name": "a", "criteria": "Observation?code=x", "secrets": [{"header": "X-Sub", "file": "secrets/client"}]}
+    org = _load(
+        folder, _record(ingest={"signatures": [{"style": "websub", "file": "secrets/hook"}], "subscriptions": [own]})
+    )
+    assert org.ingest.subscriptions[0].secrets[0].file == folder / "secrets" / "client"
+    missing = {**own, "secrets": [{"header": "X-Sub", "file": "secrets/nowhere"}]}
+    message = _error(
+        folder,
+        {
+            "org1": _record(
+                ingest={"signatures": [{"style": "websub", "file": "secrets/hook"}], "subscriptions": [missing]}
+            )
+        },
+    )
+    assert "ingest.subscriptions.0.secrets.0.file" in message

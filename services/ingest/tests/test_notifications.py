@@ -148,6 +148,17 @@ def test_after_a_sender_restart_a_repeated_event_number_is_a_new_event() -> None
     assert key(samples.r4_backport(events=[(1, samples.observation("a", version="2"))])) != before
 
 
+@pytest.mark.parametrize("odd", [1, "x", {"a": 1}, None])
+def test_scalars_where_lists_belong_are_ignored_not_a_crash(odd: object) -> None:
+    """Found by fuzzing: ``"part": 1`` in a notification-event raised TypeError (500)."""
+    body = samples.r4_backport()
+    body["entry"][0]["resource"]["parameter"][5]["part"] = odd
+    assert parse_topic_notification(body).events[0].event_number is None
+    status = samples.subscription_status_bundle()
+    status["entry"][0]["resource"]["notificationEvent"] = odd
+    parse_topic_notification(status)
+
+
 def test_odd_json_types_are_a_precise_error_not_a_crash() -> None:
     """Found by fuzzing: a list where the notification type belongs used to raise TypeError (500)."""
     body = samples.r4_backport()

@@ -95,3 +95,29 @@ def test_a_signature_for_another_organization_does_not_open_this_one(
     digest = hmac.new(b"a-different-secret", BODY, hashlib.sha256).hexdigest()
     assert secrets.authenticate("org2", {"x-hub-signature": f"sha256={digest}"}, BODY)
     assert not secrets.authenticate("org1", {"x-hub-signature": f"sha256={digest}"}, BODY)
+
+
+def test_a_declared_subscription_with_its_own_secret_accepts_that_one_only(
+    organization: Organization, tmp_path: Path
+) -> None:
+    (tmp_path / "shared").write_text("shared")
+    (tmp_path / "own").write_text("own")
+    org = _with_ingest(
+        organization,
+        "org1",
+        secrets=[{"header": "X-Hook", "file": tmp_path / "shared"}],
+        subscriptions=[
+            {
+                "name": "vitals",
+                "criteria": "Observation?code=x",
+                "secrets": [{"header": "X-Hook", "file": tmp_path / "own"}],
+            },
+            {"name": "labs", "criteria": "Observation?code=y"},
+        ],
+    )
+    secrets = SenderSecrets([org])
+    assert secrets.authenticate("org1", {"x-hook": "own"}, subscription="vitals")
+    assert not secrets.authenticate("org1", {"x-hook": "shared"}, subscription="vitals")
+    assert not secrets.authenticate("org1", {"x-hook": "own"})  # not on the organization's route
+    assert not secrets.authenticate("org1", {"x-hook": "own"}, subscription="labs")
+    assert secrets.authenticate("org1", {"x-hook": "shared"}, subscription="labs")  # no secret of its own

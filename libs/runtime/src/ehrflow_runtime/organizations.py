@@ -119,6 +119,12 @@ class DeclaredSubscription(_Strict):
     heartbeat_s: int | None = Field(
         default=None, gt=0, description="Topic-based only: the heartbeat period asked for; silence alerts at 1.5×."
     )
+    secrets: tuple[WebhookSecret, ...] = Field(
+        default=(),
+        max_length=2,
+        description="This subscription's own header secrets (one, or two while rotating): its route accepts "
+        "these instead of the organization's, and the first is handed to the EHR.",
+    )
 
     @model_validator(mode="after")
     def _classic_limits(self) -> DeclaredSubscription:
@@ -159,8 +165,10 @@ class Ingest(_Strict):
     def _some_authentication(self) -> Ingest:
         if not self.secrets and not self.signatures:
             raise ValueError("secrets|an organization needs webhook secrets or signatures to authenticate its EHR")
-        if self.subscriptions and not self.secrets:
-            raise ValueError("subscriptions|managed subscriptions need a header secret (ingest.secrets) for the EHR")
+        if any(not s.secrets for s in self.subscriptions) and not self.secrets:
+            raise ValueError(
+                "subscriptions|managed subscriptions need a header secret for the EHR: their own, or ingest.secrets"
+            )
         names = [s.name for s in self.subscriptions]
         if len(set(names)) != len(names):
             raise ValueError("subscriptions|subscription names must be unique")
@@ -301,6 +309,11 @@ def _resolve_files(org: Organization, folder: Path) -> Organization:
     checks += [(f"ingest.secrets.{i}.file", ["ingest", "secrets", i], "file") for i in range(len(org.ingest.secrets))]
     checks += [
         (f"ingest.signatures.{i}.file", ["ingest", "signatures", i], "file") for i in range(len(org.ingest.signatures))
+    ]
+    checks += [
+        (f"ingest.subscriptions.{i}.secrets.{j}.file", ["ingest", "subscriptions", i, "secrets", j], "file")
+        for i, sub in enumerate(org.ingest.subscriptions)
+        for j in range(len(sub.secrets))
     ]
     for dotted, route, key in checks:
         node: Any = data

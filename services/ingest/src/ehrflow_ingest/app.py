@@ -112,13 +112,13 @@ def routes(ctx: IngestContext) -> list[Route]:
         if raw is None:
             RECEIVED.labels(org_id, "too-large").inc()
             return operation_outcome(413, "too-long", f"body exceeds the limit of {ctx.max_body_bytes} bytes")
-        if not ctx.secrets.authenticate(org_id, request.headers, raw):  # before parsing anything
+        name = request.path_params.get("name")
+        if not ctx.secrets.authenticate(org_id, request.headers, raw, name):  # before parsing anything
             RECEIVED.labels(org_id, "unauthenticated").inc()
             log.warning("sender authentication failed", extra={"org": org_id})
             return operation_outcome(
                 401, "security", "sender authentication failed", headers={"WWW-Authenticate": "Bearer"}
             )
-        name = request.path_params.get("name")
         if name is not None and all(s.name != name for s in org.ingest.subscriptions):
             RECEIVED.labels(org_id, "unknown-subscription").inc()
             return operation_outcome(404, "not-found", "no subscription of this name is declared")

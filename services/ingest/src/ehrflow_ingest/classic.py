@@ -81,7 +81,11 @@ def posted_resource(body: Any, headers: Mapping[str, str]) -> ParsedNotification
     if not isinstance(body.get("resourceType"), str):
         raise NotificationError("the body has no resourceType")
     if body["resourceType"] == "Bundle":
-        entries = [e.get("resource") for e in body.get("entry") or [] if isinstance(e, dict)]
+        entries = (
+            [e.get("resource") for e in body.get("entry") or [] if isinstance(e, dict)]
+            if isinstance(body.get("entry"), list)
+            else []
+        )
         resources = [r for r in entries if isinstance(r, dict) and r.get("resourceType")]
         if not resources:
             raise NotificationError(f"Bundle type '{body.get('type')}' carries no resources")

@@ -88,7 +88,7 @@ class SubscriptionManager:
             await self._one(org, decl)
 
     async def _one(self, org: Organization, decl: DeclaredSubscription) -> None:
-        secret = org.ingest.secrets[0]  # the first listed secret is the one handed to the EHR
+        secret = (decl.secrets or org.ingest.secrets)[0]  # the first listed secret is the one handed to the EHR
         endpoint = endpoint_of(self._public_url, org.id, decl.name)
         wanted = desired(
             decl, endpoint=endpoint, header=secret.header, secret=read_secret_file(secret.file).get_secret_value()

@@ -71,6 +71,11 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _list(value: Any) -> list[Any]:
+    """A repeating element, or nothing: a sender's scalar where a list belongs is ignored, not a crash."""
+    return value if isinstance(value, list) else []
+
+
 def _value(param: dict[str, Any]) -> Any:
     return next((v for k, v in param.items() if k.startswith("value")), None)
 
@@ -101,7 +106,7 @@ def _from_parameters(status: dict[str, Any]) -> tuple[dict[str, Any], list[dict[
     """R4 backport: a Parameters resource; names in kebab-case (spec) or camelCase (some senders)."""
     head: dict[str, Any] = {}
     events: list[dict[str, Any]] = []
-    for param in status.get("parameter") or []:
+    for param in _list(status.get("parameter")):
         if not isinstance(param, dict):
             continue
         name = param.get("name")
@@ -117,7 +122,7 @@ def _from_parameters(status: dict[str, Any]) -> tuple[dict[str, Any], list[dict[
             head["events_since"] = _value(param)
         elif name in ("notification-event", "notificationEvent"):
             event: dict[str, Any] = {"context": []}
-            for part in param.get("part") or []:
+            for part in _list(param.get("part")):
                 pname = part.get("name") if isinstance(part, dict) else None
                 if pname in ("event-number", "eventNumber"):
                     event["number"] = _value(part)
@@ -146,11 +151,11 @@ def _from_subscription_status(status: dict[str, Any]) -> tuple[dict[str, Any], l
         {
             "number": e.get("eventNumber"),
             "focus": _ref_text(e.get("focus")),
-            "context": [_ref_text(c) for c in e.get("additionalContext") or []],
+            "context": [_ref_text(c) for c in _list(e.get("additionalContext"))],
             "id": e.get("id"),
             "timestamp": e.get("timestamp"),
         }
-        for e in status.get("notificationEvent") or []
+        for e in _list(status.get("notificationEvent"))
         if isinstance(e, dict)
     ]
     return head, events
