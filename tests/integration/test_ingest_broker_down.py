@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from ehrflow_devstack import samples
-from ehrflow_devstack.config import WEBHOOK_HEADER, generate, write_registry
+from ehrflow_devstack.config import WEBHOOK_HEADER
 from ehrflow_devstack.parts import Part
 from ehrflow_devstack.stack import Stack
 
@@ -19,16 +19,7 @@ pytestmark = pytest.mark.integration
 
 def test_broker_stopped_means_503(stack: Stack, private_broker: Part, tmp_path: Path) -> None:
     subscription = f"broker-down-{uuid.uuid4().hex[:8]}"  # events no earlier run has recorded
-    config = generate(tmp_path / "config")
-    write_registry(config, {"org1": "http://127.0.0.1:9/fhir", "org2": "http://127.0.0.1:10/fhir"})
-    ingest, url = stack.start_service(
-        "ingest",
-        tmp_path / "ingest.log",
-        EHRFLOW_ORGANIZATIONS_FILE=str(config.organizations_file),
-        EHRFLOW_KAFKA__BOOTSTRAP_SERVERS=private_broker.url,
-        EHRFLOW_KAFKA__ENABLE_IDEMPOTENCE="false",
-        EHRFLOW_KAFKA__PUBLISH_TIMEOUT_S="2",
-    )
+    ingest, url, config = stack.start_ingest_on(private_broker, tmp_path, EHRFLOW_KAFKA__PUBLISH_TIMEOUT_S="2")
     try:
         headers = {"Content-Type": "application/fhir+json", WEBHOOK_HEADER: config.webhook_secret("org1")}
 

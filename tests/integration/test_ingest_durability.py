@@ -20,7 +20,7 @@ import pytest
 
 from ehrflow_contracts import topics
 from ehrflow_devstack import samples
-from ehrflow_devstack.config import WEBHOOK_HEADER, generate, write_registry
+from ehrflow_devstack.config import WEBHOOK_HEADER
 from ehrflow_devstack.kafka_read import read_topic
 from ehrflow_devstack.parts import Part
 from ehrflow_devstack.stack import Stack
@@ -65,17 +65,7 @@ async def post_all(url: str, secret: str, marker: str, broker: Part) -> dict[int
 
 def test_every_200_is_on_kafka_once_and_the_rest_got_503(stack: Stack, private_broker: Part, tmp_path: Path) -> None:
     marker = f"durable-{uuid.uuid4().hex[:8]}"
-    config = generate(tmp_path / "config")
-    write_registry(config, {"org1": "http://127.0.0.1:9/fhir", "org2": "http://127.0.0.1:10/fhir"})
-    ingest, url = stack.start_service(
-        "ingest",
-        tmp_path / "ingest.log",
-        EHRFLOW_ORGANIZATIONS_FILE=str(config.organizations_file),
-        EHRFLOW_KAFKA__BOOTSTRAP_SERVERS=private_broker.url,
-        EHRFLOW_KAFKA__ENABLE_IDEMPOTENCE="false",
-        EHRFLOW_KAFKA__PUBLISH_TIMEOUT_S="3",
-        EHRFLOW_BACKGROUND="false",  # the webhook path only: no EHR behind this configuration
-    )
+    ingest, url, config = stack.start_ingest_on(private_broker, tmp_path, EHRFLOW_KAFKA__PUBLISH_TIMEOUT_S="3")
     try:
         answers = asyncio.run(post_all(url, config.webhook_secret("org1"), marker, private_broker))
     finally:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ehrflow_devstack.metrics import metric, metric_reaches
+from ehrflow_devstack.metrics import metric_reaches, samples
 from ehrflow_devstack.scenario import MARKER_CODES, TOPIC_URL, Ehr, vital_signs_topic
 from ehrflow_devstack.stack import Stack
 from ehrflow_ingest.manager import TAG_SYSTEM
@@ -50,7 +50,7 @@ def test_a_subscription_that_stops_sending_heartbeats_is_reported_silent(stack: 
             assert time.monotonic() < deadline, "the manager's subscription did not become active"
             time.sleep(0.3)
         time.sleep(3)  # a few heartbeats
-        assert metric(url, "ehrflow_ingest_subscription_silent", **labels) == 0
+        assert samples(url, "ehrflow_ingest_subscription_silent", **labels) == [0]  # watched, and not silent
 
         sub = managed()
         assert sub is not None

@@ -8,15 +8,20 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 
-def metric(service_url: str, name: str, **labels: str) -> float:
-    """The sum of ``name``'s samples whose labels include ``labels`` (0 when there are none yet)."""
+def samples(service_url: str, name: str, **labels: str) -> list[float]:
+    """The values of ``name``'s samples whose labels include ``labels`` (none: the series does not exist)."""
     text = httpx.get(f"{service_url}/metrics", timeout=10).text
-    return sum(
+    return [
         sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
         if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
-    )
+    ]
+
+
+def metric(service_url: str, name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels`` (0 when there are none yet)."""
+    return sum(samples(service_url, name, **labels))
 
 
 def metric_reaches(service_url: str, name: str, value: float, *, timeout: float = 10.0, **labels: str) -> float:

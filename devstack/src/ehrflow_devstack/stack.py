@@ -120,6 +120,22 @@ class Stack:
         }
         return launch_service(service, url, log, env), url
 
+    def start_ingest_on(self, broker: Part, folder: Path, **overrides: str) -> tuple[Process, str, GeneratedConfig]:
+        """An ingest replica publishing to ``broker`` (a test's own, which it may pause or stop), for two
+        organizations with no EHR behind them: the webhook path only. Returns it, its URL and its config."""
+        config = generate(folder / "config")
+        write_registry(config, {"org1": "http://127.0.0.1:9/fhir", "org2": "http://127.0.0.1:10/fhir"})
+        proc, url = self.start_service(
+            "ingest",
+            folder / "ingest.log",
+            EHRFLOW_ORGANIZATIONS_FILE=str(config.organizations_file),
+            EHRFLOW_KAFKA__BOOTSTRAP_SERVERS=broker.url,
+            EHRFLOW_KAFKA__ENABLE_IDEMPOTENCE="false",
+            EHRFLOW_BACKGROUND="false",
+            **overrides,
+        )
+        return proc, url, config
+
     def stop(self) -> None:
         """Stop exactly what this stack started, in reverse order."""
         while self._started:

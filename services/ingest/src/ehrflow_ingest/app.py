@@ -45,7 +45,7 @@ class IngestContext:
     secrets: SenderSecrets
     recorder: Recorder
     max_body_bytes: int
-    tracker: Tracker | None = None
+    tracker: Tracker
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -153,8 +153,7 @@ def routes(ctx: IngestContext) -> list[Route]:
                 events_since_subscription_start=note.events_since_subscription_start,
             )
         )
-        if ctx.tracker is not None:
-            ctx.tracker.notification(org, name, note, ())
+        ctx.tracker.notification(org, name, note, ())
         return _accepted(org.id, note, 1)
 
     async def _publish_events(org: Organization, name: str | None, note: ParsedNotification, raw: bytes) -> Response:
@@ -163,9 +162,8 @@ def routes(ctx: IngestContext) -> list[Route]:
         if echoes:
             ECHOES.labels(org.id).inc(len(echoes))
         recorded = await ctx.recorder.events(org.id, [r for _, r in records], aliases)
-        if ctx.tracker is not None:
-            new_events = [e for e, r in records if r.dedupe_key in recorded.first_seen] + echoes
-            ctx.tracker.notification(org, name, note, new_events)
+        new_events = [e for e, r in records if r.dedupe_key in recorded.first_seen] + echoes
+        ctx.tracker.notification(org, name, note, new_events)
         return _accepted(org.id, note, len(recorded.published), duplicates=recorded.duplicates)
 
     def _unavailable(org_id: str, exc: Exception) -> Response:

@@ -28,13 +28,14 @@ class Batcher(Generic[K, T]):
         self._max_pending = max_pending
         self._pending: dict[K, list[T]] = {}
         self._writers: dict[K, asyncio.Task[None]] = {}
-        self.dropped = 0
-        """Items not written: their batch failed, or too many were waiting (a stalled store)."""
+        self._full: set[K] = set()
 
     def add(self, key: K, item: T) -> None:
         waiting = self._pending.setdefault(key, [])
-        if len(waiting) >= self._max_pending:
-            self.dropped += 1
+        if len(waiting) >= self._max_pending:  # a stalled store: drop rather than grow without bound
+            if key not in self._full:
+                self._full.add(key)
+                log.warning("batch backlog full; dropping", extra={"batcher": self._name})
             return
         waiting.append(item)
         if key not in self._writers:
@@ -43,10 +44,10 @@ class Batcher(Generic[K, T]):
     async def _drain(self, key: K) -> None:
         try:
             while batch := self._pending.pop(key, None):
+                self._full.discard(key)
                 try:
                     await self._write(key, batch)
                 except Exception as exc:  # the caller's write reports its own failures; never lose the loop
-                    self.dropped += len(batch)
                     log.warning("batch not written", extra={"batcher": self._name, "reason": type(exc).__name__})
         finally:
             self._writers.pop(key, None)

@@ -85,7 +85,7 @@ class Recorder:
         except BrokerUnavailable:
             await self._release(claimed)
             raise
-        await self._settle(claimed + [aliases[k] for k in claims.new if k in aliases])
+        self._settle(claimed + [aliases[k] for k in claims.new if k in aliases])
         EVENTS.labels(org_id, kind).inc(len(fresh))
         return Recorded(fresh, len(claims.duplicates), frozenset(claimed))
 
@@ -108,7 +108,7 @@ class Recorder:
             log.warning("dedupe unavailable; publishing without it", extra={"org": org_id, "events": len(keys)})
             return Claims(new=keys)
 
-    async def _settle(self, keys: list[str]) -> None:
+    def _settle(self, keys: list[str]) -> None:
         """Mark the keys done, in the background: the answer does not wait for it. Until it is written a
         re-delivery finds the claim pending (503, retry); if it is never written (a crash) the claim
         expires and a re-delivery is published again — a duplicate for idempotent consumers, never a loss."""

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from redis.asyncio import Redis
 from redis.exceptions import LockError, RedisError
@@ -127,14 +127,12 @@ class Worker:
             count, _ = await pipe.execute()
         return int(count) <= org.ingest.recovery_per_minute
 
-    async def _locked(self, name: str, action: Callable[..., object], *args: object) -> None:
+    async def _locked(self, name: str, action: Callable[..., Awaitable[None]], *args: object) -> None:
         lock = self._redis.lock(LOCK_PREFIX + name, timeout=LOCK_S, blocking=False)
         if not await lock.acquire():
             return  # another replica is on it
         try:
-            result = action(*args)
-            if asyncio.iscoroutine(result):
-                await result
+            await action(*args)
         finally:
             with contextlib.suppress(LockError):
                 await lock.release()
