@@ -1,12 +1,13 @@
 """Auth benchmark: cached-token requests next to a bare endpoint, and a cold stampede.
 
-    .venv/bin/python bench/auth/bench_auth.py [--seconds 10] [--concurrency 32] [--write docs/benchmarks.md]
+    .venv/bin/python bench/auth/bench_auth.py [--seconds 10] [--rounds 3] [--concurrency 32] [--write docs/benchmarks.md]
 
 Starts its own broker, Redis, counting token endpoint, auth service and bare endpoint on loopback; drives
-each with a closed loop of ``concurrency`` aiohttp requests for ``seconds`` (after a warm-up); reports
-requests/s and p50/p99 latency of both (same ASGI server, same worker count, same machine, same run) and
-their ratio; then fires 200 concurrent requests for a never-requested organization and counts the
-upstream token requests. Bounded in time and count; loopback only.
+each with a closed loop of ``concurrency`` connections for ``seconds`` (after a warm-up), alternating the two
+for ``rounds`` rounds; reports the median round's requests/s and p50/p99 latency of both (same ASGI server,
+same worker count, same machine, same run), their ratio and every round's p99; then fires 200 concurrent
+requests for a never-requested organization and counts the upstream token requests. Bounded in time and
+count; loopback only.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import aiohttp
 import yaml
 
 from ehrflow_devstack.config import generate
-from ehrflow_devstack.loadgen import LOAD, SERVER_CPU, Result, drive, publish_report, start_server
+from ehrflow_devstack.loadgen import LOAD, SERVER_CPU, Result, drive, median_round, publish_report, start_server
 from ehrflow_devstack.parts import Part, start_redis, start_tansu
 from ehrflow_devstack.processes import Process, free_port
 
@@ -51,6 +52,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--write", type=Path, help="append the results to this Markdown file")
     args = parser.parse_args()
@@ -130,33 +132,40 @@ def main() -> int:
         hot = {"organization": "hot", "feature": "news2"}
         token_url = f"http://127.0.0.1:{auth_port}/internal/v1/tokens"
 
-        async def run() -> tuple[Result, Result, list[float], int]:
+        async def run() -> tuple[list[Result], list[Result], list[float], int]:
             async with aiohttp.ClientSession(headers=headers) as s, s.post(token_url, json=hot) as r:
                 assert r.status == 200, await r.text()  # the first request fetches the token upstream
             loop_args = {"concurrency": args.concurrency, "seconds": args.seconds, "warmup": args.warmup}
             bare_url = f"http://127.0.0.1:{bare_port}/bare"
             json_headers = {**headers, "Content-Type": "application/json"}
-            bare = await drive(bare_url, json.dumps(hot), json_headers, **loop_args)
-            cached = await drive(token_url, json.dumps(hot), json_headers, **loop_args)
+            bare, cached = [], []
+            for _ in range(args.rounds):
+                bare.append(await drive(bare_url, json.dumps(hot), json_headers, **loop_args))
+                cached.append(await drive(token_url, json.dumps(hot), json_headers, **loop_args))
             cold, _ = await stampede(token_url, {"organization": "cold", "feature": "news2"}, headers)
             async with aiohttp.ClientSession() as s, s.get(f"{upstream}/stats") as r:
                 upstream_requests = int((await r.json())["token_requests"])
             return bare, cached, cold, upstream_requests
 
-        bare, cached, cold, upstream_requests = asyncio.run(run())
+        load_before = os.getloadavg()[0]
+        bare_rounds, cached_rounds, cold, upstream_requests = asyncio.run(run())
     finally:
         for item in reversed(started):
             item.stop()
 
+    bare, cached = median_round(bare_rounds), median_round(cached_rounds)
     bare.name, cached.name = "bare Starlette endpoint (baseline)", "auth: cached token (`POST /internal/v1/tokens`)"
+    p99s = ", ".join(f"{b.p99_ms:.2f} / {c.p99_ms:.2f}" for b, c in zip(bare_rounds, cached_rounds, strict=True))
     cold_sorted = sorted(cold)
     report = "\n".join(
         [
             f"### Auth — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
             "",
-            f"`python bench/auth/bench_auth.py --seconds {args.seconds:g} --concurrency {args.concurrency}` on "
-            f"{os.cpu_count()} cores ({platform.machine()}, Python {platform.python_version()}); one uvicorn worker "
-            f"each, loopback; load from {LOAD}.",
+            f"`python bench/auth/bench_auth.py --seconds {args.seconds:g} --rounds {args.rounds} "
+            f"--concurrency {args.concurrency}` on {os.cpu_count()} cores ({platform.machine()}, Python "
+            f"{platform.python_version()}; load average {load_before:.2f} before the run); one uvicorn worker each, "
+            f"loopback; load from {LOAD}; {args.rounds} rounds of {args.seconds:g} s, bare and auth alternating, "
+            "median round shown.",
             "",
             "| endpoint | requests/s | p50 ms | p99 ms | requests | errors |",
             "|---|---|---|---|---|---|",
@@ -164,7 +173,8 @@ def main() -> int:
             cached.row(),
             "",
             f"- cached-token throughput is **{cached.rps / bare.rps:.0%}** of the bare endpoint's; "
-            f"cached p99 **{cached.p99_ms:.2f} ms** at a concurrency of {args.concurrency}.",
+            f"cached p99 **{cached.p99_ms:.2f} ms** at a concurrency of {args.concurrency} "
+            f"(p99 per round, bare / auth: {p99s} ms).",
             f"- cold stampede: {COLD_REQUESTS} concurrent requests for a never-requested organization → "
             f"**{upstream_requests - 1} upstream token request(s)** (one more was the warm-up's), "
             f"p50 {statistics.median(cold_sorted):.0f} ms, max {cold_sorted[-1]:.0f} ms "

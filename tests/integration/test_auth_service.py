@@ -89,6 +89,33 @@ def test_unknown_organization(stack: Stack) -> None:
     assert _token(stack.urls["auth"], stack, "org9").status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("body", "status", "says"),
+    [
+        (b"{not json", 400, "invalid request"),
+        (b'{"organization": "org1"}', 400, "feature"),
+        (b'{"organization": "org1", "feature": "news2", "min_ttl": 7200}', 400, "min_ttl"),
+        (b'{"organization": "org1", "feature": "news2", "pad": "' + b"x" * 20_000 + b'"}', 413, "bytes"),
+    ],
+)
+def test_bad_token_requests_get_a_precise_error_and_no_token(stack: Stack, body: bytes, status: int, says: str) -> None:
+    assert stack.config
+    response = httpx.post(
+        f"{stack.urls['auth']}/internal/v1/tokens",
+        content=body,
+        headers={
+            "Authorization": f"Bearer {stack.config.service_credential('inference')}",
+            "X-Ehrflow-Service": "inference",
+        },
+    )
+    assert response.status_code == status and says in response.json()["error"]
+    assert "access_token" not in response.text and response.headers["content-type"] == "application/json"
+
+
+def test_the_token_api_takes_post_only(stack: Stack) -> None:
+    assert httpx.get(f"{stack.urls['auth']}/internal/v1/tokens").status_code == 405
+
+
 @pytest.fixture()
 def org1_only_auth(stack: Stack, tmp_path: Path) -> Iterator[str]:
     """A second auth replica whose policy lets inference have organization 1's tokens only."""

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -49,6 +50,21 @@ class Result:
     def row(self, *extra: str) -> str:
         cells = [self.name, *extra, f"{self.rps:,.0f}", f"{self.p50_ms:.2f}", f"{self.p99_ms:.2f}"]
         return "| " + " | ".join([*cells, f"{self.requests:,}", str(self.errors)]) + " |"
+
+
+def median_round(rounds: list[Result]) -> Result:
+    """One row for several rounds of the same endpoint: the median of each figure, the sum of the counts.
+
+    Benchmarks alternate the endpoint under test with its baseline round by round, so that a machine that
+    gets busier or quieter midway shifts both alike; the median keeps one odd round from deciding."""
+    return Result(
+        rounds[0].name,
+        statistics.median(r.rps for r in rounds),
+        statistics.median(r.p50_ms for r in rounds),
+        statistics.median(r.p99_ms for r in rounds),
+        sum(r.requests for r in rounds),
+        sum(r.errors for r in rounds),
+    )
 
 
 def _ms(text: str) -> float:
