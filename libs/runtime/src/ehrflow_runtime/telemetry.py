@@ -7,7 +7,7 @@
   and ``OTEL_TRACES_SAMPLER_ARG`` by its sampler.
 
 Without an exporter the SDK is not installed: its spans would be recorded for nobody, and recording one
-per webhook cost ingest about 60 µs of CPU per notification (bench/ingest). The API's no-op tracer still
+per webhook cost ingest about 60 µs of CPU per notification (docs/benchmarks.md). The API's no-op tracer still
 carries an incoming ``traceparent`` through to the records a service publishes, so a trace that an EHR
 or a caller started continues downstream either way.
 """
