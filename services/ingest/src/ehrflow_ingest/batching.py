@@ -1,8 +1,9 @@
 """Coalescing background writes: what requests hand over is written in batches, one batch at a time per key.
 
 A request adds its item and returns at once. While one batch is being written, later items gather into
-the next, so a busy key costs one write per round trip instead of one per request, and a quiet key
-writes at once. Used for work that must not hold up the answer to an EHR once its event is on Kafka:
+the next, so a busy key costs one write per round trip instead of one per request. With ``linger_s``
+the writer also waits that long before taking each batch, so a busy key costs one write per linger
+whatever the round trip; without it a quiet key writes at once. Used for work that must not hold up the answer to an EHR once its event is on Kafka:
 dedupe confirmations and subscription tracking.
 """
 
@@ -21,9 +22,15 @@ log = logging.getLogger("ehrflow.ingest.batching")
 
 class Batcher(Generic[K, T]):
     def __init__(
-        self, name: str, write: Callable[[K, list[T]], Awaitable[None]], *, max_pending: int = 100_000
+        self,
+        name: str,
+        write: Callable[[K, list[T]], Awaitable[None]],
+        *,
+        max_pending: int = 100_000,
+        linger_s: float = 0.0,
     ) -> None:
         self._name = name
+        self._linger = linger_s
         self._write = write
         self._max_pending = max_pending
         self._pending: dict[K, list[T]] = {}
@@ -43,7 +50,10 @@ class Batcher(Generic[K, T]):
 
     async def _drain(self, key: K) -> None:
         try:
-            while batch := self._pending.pop(key, None):
+            while self._pending.get(key):
+                if self._linger:
+                    await asyncio.sleep(self._linger)
+                batch = self._pending.pop(key)
                 self._full.discard(key)
                 try:
                     await self._write(key, batch)

@@ -21,6 +21,11 @@ from ehrflow_runtime.organizations import Organization
 
 log = logging.getLogger("ehrflow.ingest.tracking")
 
+LINGER_S = 0.05
+"""How long a subscription's notifications gather before one transaction writes them. A transaction
+costs ~200 µs of CPU here (WATCH, read, change, write); at 3,000 notifications/s on one subscription a
+50 ms linger writes ~150 at a time instead of ~20. Gaps wait seconds before recovery anyway."""
+
 
 def event_time(event: ParsedEvent) -> float | None:
     """When the sender says this event happened: the resource's ``meta.lastUpdated``, else the event timestamp."""
@@ -47,13 +52,13 @@ def seen_of(note: ParsedNotification, new_events: Sequence[ParsedEvent]) -> Seen
 
 class Tracker:
     """Hands each notification's facts to a background writer: one Redis transaction per subscription
-    and round trip, however many notifications arrived meanwhile, in arrival order."""
+    and linger (``LINGER_S``), however many notifications arrived meanwhile, in arrival order."""
 
     def __init__(self, store: TrackingStore, *, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self._clock = clock
         self._batches: Batcher[tuple[str, str], tuple[Organization, str | None, Seen, float]] = Batcher(
-            "tracking", self._write
+            "tracking", self._write, linger_s=LINGER_S
         )
 
     def notification(
