@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ehrflow_runtime.asgi import BodyTooLarge, Disconnected, header, read_body, send_json
+from ehrflow_runtime.asgi import BodyTooLarge, Disconnected, header, read_body, request_headers, send_json
 
 
 def _scope(*headers: tuple[bytes, bytes]) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def _receiving(*messages: dict[str, Any]) -> Any:
 
 
 def _read(scope: dict[str, Any], receive: Any, limit: int = 10) -> bytes:
-    return asyncio.run(read_body(scope, receive, limit))
+    return asyncio.run(read_body(receive, limit, declared_length=header(scope, b"content-length")))
 
 
 def test_a_body_in_several_chunks_is_joined() -> None:
@@ -65,6 +65,11 @@ def test_a_client_that_leaves_midway_is_reported() -> None:
 def test_header_finds_the_first_value_by_lower_case_name() -> None:
     scope = _scope((b"x-a", b"1"), (b"x-b", b"caf\xe9"), (b"x-a", b"2"))
     assert (header(scope, b"x-a"), header(scope, b"x-b"), header(scope, b"x-c")) == ("1", "café", None)
+
+
+def test_request_headers_keeps_the_first_value_of_each_name_in_lower_case() -> None:
+    scope = _scope((b"x-a", b"1"), (b"X-B", b"caf\xe9"), (b"x-a", b"2"))
+    assert request_headers(scope) == {"x-a": "1", "x-b": "café"}
 
 
 def test_send_json_answers_compact_json_with_its_length_and_extra_headers() -> None:

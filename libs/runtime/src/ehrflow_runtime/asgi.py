@@ -30,9 +30,19 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole body, refused as soon as it (or its declared length) exceeds ``limit`` bytes."""
-    declared = header(scope, b"content-length")
+def request_headers(scope: Scope) -> dict[str, str]:
+    """Every header by lower-case name (the first value where one is repeated), decoded as Latin-1: for a
+    route that reads several, one pass instead of a scan per header."""
+    headers: dict[str, str] = {}
+    for key, value in scope["headers"]:
+        headers.setdefault(bytes(key).decode("latin-1").lower(), bytes(value).decode("latin-1"))
+    return headers
+
+
+async def read_body(receive: Receive, limit: int, *, declared_length: str | None = None) -> bytes:
+    """The whole body, refused as soon as it (or ``declared_length``, the Content-Length header) exceeds
+    ``limit`` bytes."""
+    declared = declared_length
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks: list[bytes] = []

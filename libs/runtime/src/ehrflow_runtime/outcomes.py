@@ -4,19 +4,27 @@ from __future__ import annotations
 
 from typing import Literal
 
-from starlette.responses import JSONResponse
+from pydantic_core import to_json
+from starlette.responses import Response
 
 FHIR_JSON = "application/fhir+json"
 
 Severity = Literal["fatal", "error", "warning", "information"]
 
 
+def outcome_json(code: str, diagnostics: str, *, severity: Severity = "error") -> bytes:
+    """The OperationOutcome's compact JSON. ``code`` is from the FHIR IssueType value set (invalid, security,
+    too-long, not-supported, transient…)."""
+    return to_json(
+        {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}],
+        }
+    )
+
+
 def operation_outcome(
     status: int, code: str, diagnostics: str, *, severity: Severity = "error", headers: dict[str, str] | None = None
-) -> JSONResponse:
-    """``code`` is from the FHIR IssueType value set (invalid, security, too-long, not-supported, transient…)."""
-    body = {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": severity, "code": code, "diagnostics": diagnostics}],
-    }
-    return JSONResponse(body, status_code=status, media_type=FHIR_JSON, headers=headers)
+) -> Response:
+    """An OperationOutcome answer (see ``outcome_json``)."""
+    return Response(outcome_json(code, diagnostics, severity=severity), status, headers, media_type=FHIR_JSON)

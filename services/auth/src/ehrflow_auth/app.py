@@ -47,7 +47,7 @@ class TokenApi:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            body = await read_body(scope, receive, MAX_TOKEN_REQUEST_BYTES)
+            body = await read_body(receive, MAX_TOKEN_REQUEST_BYTES, declared_length=header(scope, b"content-length"))
         except Disconnected:
             return
         except BodyTooLarge:

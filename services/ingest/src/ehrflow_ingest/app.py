@@ -2,41 +2,106 @@
 
 Answers: 200 only after every event of the notification is on Kafka (acks=all); 400 with the raw
 bytes quarantined; 401; 404 unknown organization; 413; 415 XML; 503 when the broker does not confirm.
+
+The webhook speaks plain ASGI (``ehrflow_runtime.asgi``) and answers with pre-rendered OperationOutcome
+bytes: it is the one route that takes every notification of every EHR, and Starlette's request and
+response objects were a tenth of its CPU time (docs/benchmarks.md). It is still mounted as a Starlette
+``Route``, so unknown methods get 405 and the app's exception handlers apply.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 from pydantic import ValidationError
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from pydantic_core import from_json
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from ehrflow_contracts import NotificationQuarantined, SubscriptionSignal
 from ehrflow_ingest import classic
-from ehrflow_ingest.metrics import ECHOES, LATENCY, RECEIVED
+from ehrflow_ingest.metrics import ECHOES, latency, received
 from ehrflow_ingest.notifications import NotificationError, ParsedNotification, parse_topic_notification
 from ehrflow_ingest.recording import BrokerUnavailable, InFlight, Recorder
 from ehrflow_ingest.records import bus_records
 from ehrflow_ingest.sender_auth import SenderSecrets
 from ehrflow_ingest.tracker import Tracker
 from ehrflow_ingest.tracking_store import tracking_key
+from ehrflow_runtime.asgi import BodyTooLarge, Disconnected, read_body, request_headers
 from ehrflow_runtime.organizations import Organization, Registry
-from ehrflow_runtime.outcomes import operation_outcome
+from ehrflow_runtime.outcomes import FHIR_JSON, Severity, outcome_json
+from ehrflow_runtime.telemetry import traced
 
 log = logging.getLogger("ehrflow.ingest")
 tracer = trace.get_tracer("ehrflow.ingest")
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 NOTIFICATION_BUNDLES = ("history", "subscription-notification")
+CONTENT_TYPE = (b"content-type", FHIR_JSON.encode())
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: bytes
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+    async def send(self, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.status,
+                "headers": [CONTENT_TYPE, (b"content-length", str(len(self.body)).encode()), *self.headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def outcome(
+    status: int, code: str, diagnostics: str, *, severity: Severity = "error", headers: Mapping[str, str] | None = None
+) -> Answer:
+    extra = tuple((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())
+    return Answer(status, outcome_json(code, diagnostics, severity=severity), extra)
+
+
+_accepted_answers: dict[tuple[int, int], Answer] = {}
+
+
+def accepted(published: int, duplicates: int) -> Answer:
+    """The 200 answer; the few distinct ones are rendered once."""
+    answer = _accepted_answers.get((published, duplicates))
+    if answer is None:
+        answer = outcome(
+            200,
+            "informational",
+            f"accepted {published} record(s), {duplicates} duplicate(s)",
+            severity="information",
+        )
+        if len(_accepted_answers) < 1024:
+            _accepted_answers[(published, duplicates)] = answer
+    return answer
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One request to the webhook, as the handler needs it."""
+
+    org_id: str
+    method: str
+    path: str
+    path_params: Mapping[str, str]
+    headers: Mapping[str, str]
+
+    @property
+    def subscription_name(self) -> str | None:
+        return self.path_params.get("name")
 
 
 @dataclass(frozen=True)
@@ -48,101 +113,97 @@ class IngestContext:
     tracker: Tracker
 
 
-async def _read_body(request: Request, limit: int) -> bytes | None:
-    """The raw body, or None when it exceeds ``limit`` (never truncated)."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        return None
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _parse(request: Request, raw: bytes, content_type: str) -> ParsedNotification:
+def _parse(delivery: Delivery, raw: bytes, content_type: str) -> ParsedNotification:
     """Which shape this is, by route, method and body (subscriptions.md item 15)."""
     if content_type and content_type not in JSON_TYPES:
         raise NotificationError(f"content type '{content_type}' is not FHIR JSON")
     body: Any = None
     if raw.strip():
         try:
-            body = json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
+            body = from_json(raw)
+        except ValueError as exc:
             raise NotificationError(f"body is not valid JSON ({type(exc).__name__})") from None
-    if "type" in request.path_params:
-        return classic.at_path(request.method, request.path_params["type"], request.path_params["id"], body)
+    params = delivery.path_params
+    if "type" in params:
+        return classic.at_path(delivery.method, params["type"], params["id"], body)
     if body is None:
         return classic.ping()
     if isinstance(body, dict) and body.get("resourceType") == "Bundle" and body.get("type") in NOTIFICATION_BUNDLES:
         return parse_topic_notification(body)
-    return classic.posted_resource(body, request.headers)
+    return classic.posted_resource(body, delivery.headers)
 
 
-def routes(ctx: IngestContext) -> list[Route]:
-    async def notify(request: Request) -> Response:
-        org_id = request.path_params["org"]
+class Webhook:
+    """``/v1/notify/{org}[/sub/{name}][/{type}/{id}]``: one notification in, its events on Kafka, one answer."""
+
+    def __init__(self, ctx: IngestContext) -> None:
+        self._ctx = ctx
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        with tracer.start_as_current_span(
-            "ingest notification",
-            context=extract(request.headers),
-            kind=trace.SpanKind.SERVER,
-            attributes={"ehrflow.organization": org_id},
-        ):
-            response = await _handle(request, org_id)
-            trace.get_current_span().set_attribute("http.response.status_code", response.status_code)
-        LATENCY.labels(str(response.status_code)).observe(time.perf_counter() - started)
-        return response
+        headers = request_headers(scope)
+        delivery = Delivery(scope["path_params"]["org"], scope["method"], scope["path"], scope["path_params"], headers)
+        try:
+            if traced(headers):  # a span when tracing is on, or to carry the sender's trace onto the records
+                with tracer.start_as_current_span(
+                    "ingest notification",
+                    context=extract(headers),
+                    kind=trace.SpanKind.SERVER,
+                    attributes={"ehrflow.organization": delivery.org_id},
+                ) as span:
+                    answer = await self.answer(delivery, receive)
+                    span.set_attribute("http.response.status_code", answer.status)
+            else:
+                answer = await self.answer(delivery, receive)
+        except Disconnected:
+            return  # the sender went away before its body arrived: nobody to answer, nothing accepted
+        latency(answer.status).observe(time.perf_counter() - started)
+        await answer.send(send)
 
-    async def _handle(request: Request, org_id: str) -> Response:
+    async def answer(self, delivery: Delivery, receive: Receive) -> Answer:
+        ctx, org_id = self._ctx, delivery.org_id
         org = ctx.registry.get(org_id)
         if org is None:
-            RECEIVED.labels("unknown", "unknown-organization").inc()
-            return operation_outcome(404, "not-found", "unknown organization")
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            received("unknown", "unknown-organization").inc()
+            return outcome(404, "not-found", "unknown organization")
+        content_type = delivery.headers.get("content-type", "").split(";")[0].strip().lower()
         if "xml" in content_type:
-            RECEIVED.labels(org_id, "unsupported-media-type").inc()
-            return operation_outcome(415, "not-supported", "XML is not supported; send application/fhir+json")
+            received(org_id, "unsupported-media-type").inc()
+            return outcome(415, "not-supported", "XML is not supported; send application/fhir+json")
         try:
-            raw = await _read_body(request, ctx.max_body_bytes)
-        except ClientDisconnect:
-            return Response(status_code=400)
-        if raw is None:
-            RECEIVED.labels(org_id, "too-large").inc()
-            return operation_outcome(413, "too-long", f"body exceeds the limit of {ctx.max_body_bytes} bytes")
-        name = request.path_params.get("name")
-        if not ctx.secrets.authenticate(org_id, request.headers, raw, name):  # before parsing anything
-            RECEIVED.labels(org_id, "unauthenticated").inc()
+            raw = await read_body(receive, ctx.max_body_bytes, declared_length=delivery.headers.get("content-length"))
+        except BodyTooLarge:
+            received(org_id, "too-large").inc()
+            return outcome(413, "too-long", f"body exceeds the limit of {ctx.max_body_bytes} bytes")
+        name = delivery.subscription_name
+        if not ctx.secrets.authenticate(org_id, delivery.headers, raw, name):  # before parsing anything
+            received(org_id, "unauthenticated").inc()
             log.warning("sender authentication failed", extra={"org": org_id})
-            return operation_outcome(
-                401, "security", "sender authentication failed", headers={"WWW-Authenticate": "Bearer"}
-            )
+            return outcome(401, "security", "sender authentication failed", headers={"WWW-Authenticate": "Bearer"})
         if name is not None and all(s.name != name for s in org.ingest.subscriptions):
-            RECEIVED.labels(org_id, "unknown-subscription").inc()
-            return operation_outcome(404, "not-found", "no subscription of this name is declared")
+            received(org_id, "unknown-subscription").inc()
+            return outcome(404, "not-found", "no subscription of this name is declared")
         try:
-            note = _parse(request, raw, content_type)
+            note = _parse(delivery, raw, content_type)
         except NotificationError as exc:
-            return await _reject(request, org_id, raw, content_type, str(exc))
+            return await self._reject(delivery, raw, content_type, str(exc))
         try:
             if note.notification_type in ("handshake", "heartbeat", "query-status"):
-                return await _signal(org, name, note)
-            return await _publish_events(org, name, note, raw)
+                return await self._signal(org, name, note)
+            return await self._publish_events(org, name, note, raw)
         except ValidationError as exc:  # a value the parser let through that an event cannot hold
             err = exc.errors()[0]
             reason = f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
-            return await _reject(request, org_id, raw, content_type, reason)
+            return await self._reject(delivery, raw, content_type, reason)
         except InFlight:
-            return operation_outcome(
+            return outcome(
                 503, "transient", "this notification is being recorded right now; retry", headers={"Retry-After": "1"}
             )
         except BrokerUnavailable as exc:
             return _unavailable(org_id, exc)
 
-    async def _signal(org: Organization, name: str | None, note: ParsedNotification) -> Response:
-        await ctx.recorder.signal(
+    async def _signal(self, org: Organization, name: str | None, note: ParsedNotification) -> Answer:
+        await self._ctx.recorder.signal(
             SubscriptionSignal(
                 organization_id=org.id,
                 correlation_id=note.subscription or org.id,
@@ -153,27 +214,53 @@ def routes(ctx: IngestContext) -> list[Route]:
                 events_since_subscription_start=note.events_since_subscription_start,
             )
         )
-        ctx.tracker.notification(org, name, note, ())
+        self._ctx.tracker.notification(org, name, note, ())
         return _accepted(org.id, note, 1)
 
-    async def _publish_events(org: Organization, name: str | None, note: ParsedNotification, raw: bytes) -> Response:
+    async def _publish_events(
+        self, org: Organization, name: str | None, note: ParsedNotification, raw: bytes
+    ) -> Answer:
         scope = tracking_key(name, note.subscription) or ""
         records, aliases, echoes = bus_records(org, note, raw, scope=scope)
         if echoes:
             ECHOES.labels(org.id).inc(len(echoes))
-        recorded = await ctx.recorder.events(org.id, [r for _, r in records], aliases)
+        recorded = await self._ctx.recorder.events(org.id, [r for _, r in records], aliases)
         new_events = [e for e, r in records if r.dedupe_key in recorded.first_seen] + echoes
-        ctx.tracker.notification(org, name, note, new_events)
+        self._ctx.tracker.notification(org, name, note, new_events)
         return _accepted(org.id, note, len(recorded.published), duplicates=recorded.duplicates)
 
-    def _unavailable(org_id: str, exc: Exception) -> Response:
-        RECEIVED.labels(org_id, "broker-unavailable").inc()
-        log.error("broker did not confirm", extra={"org": org_id, "reason": str(exc)})
-        return operation_outcome(503, "transient", "event store unavailable; retry later", headers={"Retry-After": "5"})
+    async def _reject(self, delivery: Delivery, raw: bytes, content_type: str, reason: str) -> Answer:
+        """400 with a precise reason; the raw bytes go to the quarantine topic first (nothing is lost)."""
+        org_id = delivery.org_id
+        quarantined = NotificationQuarantined(
+            organization_id=org_id,
+            correlation_id=org_id,
+            reason=reason,
+            path=delivery.path,
+            content_type=content_type or None,
+            body_base64=base64.b64encode(raw).decode(),
+        )
+        try:
+            await self._ctx.recorder.quarantine(quarantined)
+        except BrokerUnavailable as exc:
+            return _unavailable(org_id, exc)
+        received(org_id, "rejected").inc()
+        log.warning(
+            "notification rejected", extra={"org": org_id, "reason": reason, "quarantine_id": quarantined.event_id}
+        )
+        return outcome(400, "invalid", reason)
 
-    def _accepted(org_id: str, note: ParsedNotification, published: int, duplicates: int = 0) -> Response:
-        RECEIVED.labels(org_id, "accepted").inc()
-        log.debug(  # a line per notification is a cost at thousands a second; the counters say as much
+
+def _unavailable(org_id: str, exc: Exception) -> Answer:
+    received(org_id, "broker-unavailable").inc()
+    log.error("broker did not confirm", extra={"org": org_id, "reason": str(exc)})
+    return outcome(503, "transient", "event store unavailable; retry later", headers={"Retry-After": "5"})
+
+
+def _accepted(org_id: str, note: ParsedNotification, published: int, duplicates: int = 0) -> Answer:
+    received(org_id, "accepted").inc()
+    if log.isEnabledFor(logging.DEBUG):  # a line per notification is a cost at thousands a second
+        log.debug(
             "notification accepted",
             extra={
                 "org": org_id,
@@ -184,33 +271,14 @@ def routes(ctx: IngestContext) -> list[Route]:
                 "flavour": note.flavour,
             },
         )
-        return operation_outcome(
-            200, "informational", f"accepted {published} record(s), {duplicates} duplicate(s)", severity="information"
-        )
+    return accepted(published, duplicates)
 
-    async def _reject(request: Request, org_id: str, raw: bytes, content_type: str, reason: str) -> Response:
-        """400 with a precise reason; the raw bytes go to the quarantine topic first (nothing is lost)."""
-        quarantined = NotificationQuarantined(
-            organization_id=org_id,
-            correlation_id=org_id,
-            reason=reason,
-            path=request.url.path,
-            content_type=content_type or None,
-            body_base64=base64.b64encode(raw).decode(),
-        )
-        try:
-            await ctx.recorder.quarantine(quarantined)
-        except BrokerUnavailable as exc:
-            return _unavailable(org_id, exc)
-        RECEIVED.labels(org_id, "rejected").inc()
-        log.warning(
-            "notification rejected", extra={"org": org_id, "reason": reason, "quarantine_id": quarantined.event_id}
-        )
-        return operation_outcome(400, "invalid", reason)
 
+def routes(ctx: IngestContext) -> list[Route]:
+    webhook = Webhook(ctx)
     return [
-        Route("/v1/notify/{org}/sub/{name}", notify, methods=["POST"]),
-        Route("/v1/notify/{org}/sub/{name}/{type}/{id}", notify, methods=["PUT", "DELETE"]),
-        Route("/v1/notify/{org}", notify, methods=["POST"]),
-        Route("/v1/notify/{org}/{type}/{id}", notify, methods=["PUT", "DELETE"]),
+        Route("/v1/notify/{org}/sub/{name}", webhook, methods=["POST"]),
+        Route("/v1/notify/{org}/sub/{name}/{type}/{id}", webhook, methods=["PUT", "DELETE"]),
+        Route("/v1/notify/{org}", webhook, methods=["POST"]),
+        Route("/v1/notify/{org}/{type}/{id}", webhook, methods=["PUT", "DELETE"]),
     ]

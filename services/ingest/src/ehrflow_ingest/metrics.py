@@ -6,6 +6,8 @@ patient, a resource id or anything a sender controls freely.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from prometheus_client import Counter, Gauge, Histogram
 
 RECEIVED = Counter(
@@ -17,6 +19,20 @@ LATENCY = Histogram(
     ["outcome"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0),
 )
+
+
+@lru_cache(maxsize=4096)
+def received(organization: str, outcome: str) -> Counter:
+    """``RECEIVED``'s series for one organization and outcome, looked up once (every notification counts)."""
+    return RECEIVED.labels(organization, outcome)
+
+
+@lru_cache(maxsize=64)
+def latency(status: int) -> Histogram:
+    """``LATENCY``'s series for one answer status."""
+    return LATENCY.labels(str(status))
+
+
 EVENTS = Counter("ehrflow_ingest_events_published_total", "Events published", ["organization", "kind"])
 DUPLICATES = Counter(
     "ehrflow_ingest_duplicates_total", "Duplicate events answered 200 and not published", ["organization"]
