@@ -77,7 +77,11 @@ def _list(value: Any) -> list[Any]:
 
 
 def _value(param: dict[str, Any]) -> Any:
-    return next((v for k, v in param.items() if k.startswith("value")), None)
+    """A parameter's ``value[x]``, whatever its type."""
+    for key, value in param.items():  # a loop, not next(genexpr): nine of these per notification
+        if key.startswith("value"):
+            return value
+    return None
 
 
 def _ref_text(value: Any) -> str | None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 _TYPE_ID = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?/?$")
 
 
+@lru_cache(maxsize=8192)
 def normalize(reference: str | None) -> str | None:
     """``Encounter/1``, ``https://h/fhir/Encounter/1`` and ``…/Encounter/1/_history/2`` → ``Encounter/1``.
 
     ``urn:uuid:…`` and identifier-only references have no ``Type/id``: None (the original is kept).
+    Cached: a notification names its subscription and patient again and again.
     """
     if not reference or reference.startswith(("urn:", "#")):
         return None
