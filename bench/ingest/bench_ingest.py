@@ -46,7 +46,7 @@ LEVELS = (1, 8, 32, 64)
 TARGET_LEVEL = 32
 PROFILED_REQUESTS = 2_000
 STAGES = {
-    "read body": "_read_body",
+    "read body": "read_body",
     "sender authentication": "authenticate",
     "parse (JSON + notification)": "_parse",
     "bus records (pydantic)": "bus_records",
@@ -119,10 +119,10 @@ async def profile(settings: IngestSettings, secret: str) -> list[tuple[str, floa
     total = 0.0
     by_name: dict[str, float] = {}
     for (_, _, name), (_, _, _, cumulative, _) in stats.stats.items():  # type: ignore[attr-defined]
-        if name == "notify":
+        if name == "answer":  # Webhook.answer: everything the route does before sending its answer
             total = max(total, cumulative)
         by_name[name] = max(by_name.get(name, 0.0), cumulative)
-    return [("whole request (route handler)", total)] + [(stage, by_name.get(fn, 0.0)) for stage, fn in STAGES.items()]
+    return [("whole request (Webhook.answer)", total)] + [(stage, by_name.get(fn, 0.0)) for stage, fn in STAGES.items()]
 
 
 def main() -> int:
