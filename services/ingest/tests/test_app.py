@@ -125,6 +125,14 @@ async def test_unparseable_json_is_400_and_quarantined(client: Client) -> None:
     assert client.published[topics.NOTIFICATION_RECEIVED] == []
 
 
+async def test_a_body_that_starts_with_a_utf8_byte_order_mark_is_read(client: Client) -> None:
+    raw = b"\xef\xbb\xbf" + json.dumps(samples.r4_backport(events=[(7, samples.observation("bom"))])).encode()
+    response = await client.post("org1", None, raw=raw)
+    assert response.status_code == 200, response.text
+    [record] = client.published[topics.NOTIFICATION_RECEIVED]
+    assert record["focus"]["reference"] == "Observation/bom"
+
+
 async def test_wrong_shape_is_400_with_a_precise_message(client: Client) -> None:
     response = await client.post("org1", {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": {}}]})
     assert response.status_code == 400

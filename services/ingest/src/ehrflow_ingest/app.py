@@ -45,6 +45,7 @@ tracer = trace.get_tracer("ehrflow.ingest")
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 NOTIFICATION_BUNDLES = ("history", "subscription-notification")
 CONTENT_TYPE = (b"content-type", FHIR_JSON.encode())
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def _parse(delivery: Delivery, raw: bytes, content_type: str) -> ParsedNotificat
     body: Any = None
     if raw.strip():
         try:
-            body = from_json(raw)
+            body = from_json(raw[3:] if raw.startswith(UTF8_BOM) else raw)  # FHIR JSON is UTF-8
         except ValueError as exc:
             raise NotificationError(f"body is not valid JSON ({type(exc).__name__})") from None
     params = delivery.path_params

@@ -3,8 +3,8 @@
 A request adds its item and returns at once. While one batch is being written, later items gather into
 the next, so a busy key costs one write per round trip instead of one per request. With ``linger_s``
 the writer also waits that long before taking each batch, so a busy key costs one write per linger
-whatever the round trip; without it a quiet key writes at once. Used for work that must not hold up the answer to an EHR once its event is on Kafka:
-dedupe confirmations and subscription tracking.
+whatever the round trip; without it a quiet key writes at once. Used for work that must not hold up
+the answer to an EHR once its event is on Kafka: dedupe confirmations and subscription tracking.
 """
 
 from __future__ import annotations
