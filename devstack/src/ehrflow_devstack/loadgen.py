@@ -33,8 +33,9 @@ COUNTER = "__N__"
 TOOL = "wrk" if shutil.which("wrk") else "aiohttp"
 PIN = bool(shutil.which("taskset")) and (os.cpu_count() or 1) >= 2
 """Servers on CPU 0, the load generator on CPU 1, so they do not take turns on one core."""
-SERVER_CPU = ["taskset", "-c", "0"] if PIN else []
-CLIENT_CPU = ["taskset", "-c", "1"] if PIN else []
+SERVER_CORE, CLIENT_CORE = 0, 1
+SERVER_CPU = ["taskset", "-c", str(SERVER_CORE)] if PIN else []
+CLIENT_CPU = ["taskset", "-c", str(CLIENT_CORE)] if PIN else []
 LOAD = ("wrk, one thread" if TOOL == "wrk" else "an aiohttp closed loop (wrk is not installed)") + (
     "; servers pinned to CPU 0, the load generator to CPU 1" if PIN and TOOL == "wrk" else ""
 )
@@ -143,7 +144,7 @@ def quiet_client() -> Iterator[None]:
     its full passes take tens of milliseconds, which showed up as the server's p99)."""
     affinity = os.sched_getaffinity(0) if PIN else None
     if PIN:
-        os.sched_setaffinity(0, {1})
+        os.sched_setaffinity(0, {CLIENT_CORE})
     gc.disable()
     try:
         yield

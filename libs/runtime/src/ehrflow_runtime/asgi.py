@@ -60,18 +60,20 @@ async def read_body(receive: Receive, limit: int, *, declared_length: str | None
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def send_json(send: Send, status: int, payload: object, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    """Answer ``status`` with ``payload`` as compact JSON."""
-    body = to_json(payload)
+async def send_body(
+    send: Send, status: int, body: bytes, content_type: bytes, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    """Answer ``status`` with ``body`` (already rendered) of ``content_type``."""
     await send(
         {
             "type": "http.response.start",
             "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
+            "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *headers],
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(send: Send, status: int, payload: object, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """Answer ``status`` with ``payload`` as compact JSON."""
+    await send_body(send, status, to_json(payload), b"application/json", headers)

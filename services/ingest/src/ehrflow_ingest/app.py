@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from opentelemetry import trace
@@ -34,7 +35,7 @@ from ehrflow_ingest.records import bus_records
 from ehrflow_ingest.sender_auth import SenderSecrets
 from ehrflow_ingest.tracker import Tracker
 from ehrflow_ingest.tracking_store import tracking_key
-from ehrflow_runtime.asgi import BodyTooLarge, Disconnected, read_body, request_headers
+from ehrflow_runtime.asgi import BodyTooLarge, Disconnected, read_body, request_headers, send_body
 from ehrflow_runtime.organizations import Organization, Registry
 from ehrflow_runtime.outcomes import FHIR_JSON, Severity, outcome_json
 from ehrflow_runtime.telemetry import traced
@@ -44,7 +45,7 @@ tracer = trace.get_tracer("ehrflow.ingest")
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 NOTIFICATION_BUNDLES = ("history", "subscription-notification")
-CONTENT_TYPE = (b"content-type", FHIR_JSON.encode())
+FHIR_JSON_BYTES = FHIR_JSON.encode()
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -55,14 +56,7 @@ class Answer:
     headers: tuple[tuple[bytes, bytes], ...] = ()
 
     async def send(self, send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": self.status,
-                "headers": [CONTENT_TYPE, (b"content-length", str(len(self.body)).encode()), *self.headers],
-            }
-        )
-        await send({"type": "http.response.body", "body": self.body})
+        await send_body(send, self.status, self.body, FHIR_JSON_BYTES, self.headers)
 
 
 def outcome(
@@ -72,22 +66,12 @@ def outcome(
     return Answer(status, outcome_json(code, diagnostics, severity=severity), extra)
 
 
-_accepted_answers: dict[tuple[int, int], Answer] = {}
-
-
+@lru_cache(maxsize=1024)
 def accepted(published: int, duplicates: int) -> Answer:
     """The 200 answer; the few distinct ones are rendered once."""
-    answer = _accepted_answers.get((published, duplicates))
-    if answer is None:
-        answer = outcome(
-            200,
-            "informational",
-            f"accepted {published} record(s), {duplicates} duplicate(s)",
-            severity="information",
-        )
-        if len(_accepted_answers) < 1024:
-            _accepted_answers[(published, duplicates)] = answer
-    return answer
+    return outcome(
+        200, "informational", f"accepted {published} record(s), {duplicates} duplicate(s)", severity="information"
+    )
 
 
 @dataclass(frozen=True)
