@@ -52,7 +52,7 @@ STAGES = {
     "bus records (pydantic)": "bus_records",
     "dedupe claim (Redis)": "_claim",
     "publish, wait for acks=all": "confirm",
-    "dedupe confirm (Redis)": "_settle",
+    "dedupe: one script call for claims and confirmations": "_send",
     "tracking (Redis)": "notification",
     "answer + log line": "_accepted",
 }

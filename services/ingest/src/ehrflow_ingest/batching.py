@@ -4,7 +4,8 @@ A request adds its item and returns at once. While one batch is being written, l
 the next, so a busy key costs one write per round trip instead of one per request. With ``linger_s``
 the writer also waits that long before taking each batch, so a busy key costs one write per linger
 whatever the round trip; without it a quiet key writes at once. Used for work that must not hold up
-the answer to an EHR once its event is on Kafka: dedupe confirmations and subscription tracking.
+the answer to an EHR once its event is on Kafka: subscription tracking (dedupe confirmations ride on
+the next claim call instead, ``dedupe.Dedupe``).
 """
 
 from __future__ import annotations

@@ -9,10 +9,13 @@ is a duplicate (200, nothing published); one found *pending* is being published 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
+
+log = logging.getLogger("ehrflow.ingest.dedupe")
 
 PREFIX = "ehrflow:ingest:seen:"
 RETENTION_S = 8 * 24 * 3600
@@ -29,44 +32,47 @@ class Claims:
     """Duplicates under their alias: their own key is claimed and must be confirmed too."""
 
 
-CLAIM = """
--- KEYS: n event keys, then one alias per event key ('' where it has none). ARGV: pending TTL (ms), n.
--- Returns per event key: 1 new, 2 duplicate, 3 in flight, 4 new but its alias is done (a duplicate
--- under another name).
-local n = tonumber(ARGV[2])
+CALL = """
+-- KEYS: m keys to confirm, then n event keys to claim, then one alias per event key ('' where it has
+-- none). ARGV: pending TTL (ms), n, m, retention (s).
+-- Confirms first, so a re-delivery claimed in the same call already finds its key done. Returns per
+-- event key: 1 new, 2 duplicate, 3 in flight, 4 new but its alias is done (a duplicate under another name).
+local n, m = tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 1, m do redis.call('SET', KEYS[i], 'done', 'EX', ARGV[4]) end
 local result = {}
 for i = 1, n do
-  if redis.call('SET', KEYS[i], 'pending', 'NX', 'PX', ARGV[1]) then
-    local alias = KEYS[n + i]
+  local key = KEYS[m + i]
+  if redis.call('SET', key, 'pending', 'NX', 'PX', ARGV[1]) then
+    local alias = KEYS[m + n + i]
     if alias ~= '' and redis.call('GET', alias) == 'done' then result[i] = 4 else result[i] = 1 end
-  elseif redis.call('GET', KEYS[i]) == 'done' then result[i] = 2
+  elseif redis.call('GET', key) == 'done' then result[i] = 2
   else result[i] = 3 end
 end
 return result
-"""
-
-
-CONFIRM = """
-for _, key in ipairs(KEYS) do redis.call('SET', key, 'done', 'EX', ARGV[1]) end
-return #KEYS
 """
 
 Pending = tuple[list[str], list[str], "asyncio.Future[list[int]]"]
 
 
 class Dedupe:
-    """Claims from concurrent requests travel together: while one script call is on its way, the claims
-    that arrive gather into the next (one round trip and one command for many requests under load, an
-    immediate call when quiet). The script runs claims in arrival order, so two deliveries of one event
-    in the same call still resolve as new and in-flight."""
+    """One script call at a time carries everything waiting: the claims of concurrent requests and the
+    confirmations of those already published. While a call is on its way, what arrives gathers into the
+    next (one round trip and one command for many requests under load; an immediate call when quiet).
+    The script runs confirmations first and claims in arrival order, so two deliveries of one event in
+    the same call still resolve as new and in-flight, and a re-delivery after a confirmation as a duplicate.
+
+    Confirmations are written in the background (``settle``): an answer never waits for them. Until one
+    is written a re-delivery finds its claim pending (503, retry); if it is never written (Redis down, a
+    crash) the claim expires and a re-delivery is published again, a duplicate for idempotent consumers,
+    never a loss."""
 
     def __init__(self, redis: Redis, *, retention_s: int = RETENTION_S, pending_ms: int = PENDING_MS) -> None:
         self._redis = redis
         self._retention = retention_s
         self._pending = pending_ms
-        self._claim_script = redis.register_script(CLAIM)
-        self._confirm_script = redis.register_script(CONFIRM)
-        self._waiting: list[Pending] = []
+        self._script = redis.register_script(CALL)
+        self._claims: list[Pending] = []
+        self._confirmations: list[str] = []
         self._sender: asyncio.Task[None] | None = None
 
     async def claim(self, keys: list[str], aliases: Mapping[str, str] | None = None) -> Claims:
@@ -74,13 +80,11 @@ class Dedupe:
         version): a new key whose alias is done is a duplicate too, e.g. a late delivery of what recovery
         published. Raises RedisError when Redis does not answer."""
         aliases = aliases or {}
-        loop = asyncio.get_running_loop()
-        answer: asyncio.Future[list[int]] = loop.create_future()
-        self._waiting.append(
+        answer: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._claims.append(
             ([PREFIX + k for k in keys], [PREFIX + aliases[k] if k in aliases else "" for k in keys], answer)
         )
-        if self._sender is None:
-            self._sender = loop.create_task(self._send_claims())
+        self._wake()
         states = await answer
         claims = Claims()
         for key, state in zip(keys, states, strict=True):
@@ -95,31 +99,48 @@ class Dedupe:
                 claims.in_flight.append(key)
         return claims
 
-    async def _send_claims(self) -> None:
+    def settle(self, keys: list[str]) -> None:
+        """Mark the keys done (kept for the retention), with the next call; returns at once."""
+        if keys:
+            self._confirmations.extend(PREFIX + k for k in keys)
+            self._wake()
+
+    async def flush(self) -> None:
+        """Wait until everything handed over so far is written or has failed (at shutdown, and in tests)."""
+        while self._sender is not None:
+            await asyncio.shield(self._sender)
+
+    async def release(self, keys: list[str]) -> None:
+        if keys:
+            await self._redis.delete(*[PREFIX + key for key in keys])
+
+    def _wake(self) -> None:
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+
+    async def _send(self) -> None:
         try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                names = [n for keys, _, _ in batch for n in keys]
-                aliases = [a for _, alias_names, _ in batch for a in alias_names]
+            while self._claims or self._confirmations:
+                claims, self._claims = self._claims, []
+                confirmations, self._confirmations = self._confirmations, []
+                names = [n for keys, _, _ in claims for n in keys]
+                aliases = [a for _, alias_names, _ in claims for a in alias_names]
+                args = [self._pending, len(names), len(confirmations), self._retention]
                 try:
-                    states = await self._claim_script(keys=names + aliases, args=[self._pending, len(names)])
+                    states = await self._script(keys=confirmations + names + aliases, args=args)
                 except Exception as exc:  # each waiting request gets the failure (RedisError: no dedupe)
-                    for _, _, answer in batch:
+                    if confirmations:
+                        log.warning(
+                            "dedupe confirmations not written; their claims expire", extra={"keys": len(confirmations)}
+                        )
+                    for _, _, answer in claims:
                         if not answer.done():
                             answer.set_exception(exc)
                     continue
                 start = 0
-                for keys, _, answer in batch:
+                for keys, _, answer in claims:
                     if not answer.done():  # a request that gave up leaves its claims to expire
                         answer.set_result(list(states[start : start + len(keys)]))
                     start += len(keys)
         finally:
             self._sender = None
-
-    async def confirm(self, keys: list[str]) -> None:
-        if keys:
-            await self._confirm_script(keys=[PREFIX + k for k in keys], args=[self._retention])
-
-    async def release(self, keys: list[str]) -> None:
-        if keys:
-            await self._redis.delete(*[PREFIX + key for key in keys])

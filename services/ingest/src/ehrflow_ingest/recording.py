@@ -16,7 +16,6 @@ from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from ehrflow_contracts import NotificationQuarantined, NotificationReceived, SubscriptionSignal, topics
-from ehrflow_ingest.batching import Batcher
 from ehrflow_ingest.dedupe import Claims, Dedupe
 from ehrflow_ingest.metrics import DEDUPE_SKIPPED, DUPLICATES, EVENTS
 from ehrflow_ingest.sink import Sink
@@ -50,11 +49,11 @@ class Recorder:
         self._sink = sink
         self._dedupe = dedupe
         self._timeout = publish_timeout_s
-        self._confirmations: Batcher[str, list[str]] = Batcher("dedupe-confirm", self._confirm_batch)
 
     async def flush(self) -> None:
         """Write the dedupe confirmations still waiting (at shutdown)."""
-        await self._confirmations.flush()
+        if self._dedupe is not None:
+            await self._dedupe.flush()
 
     async def publish(self, records: Sequence[tuple[str, BaseModel, bytes]]) -> None:
         """Hand every (topic, record, key) to the broker, then wait until it acknowledged them all
@@ -85,7 +84,8 @@ class Recorder:
         except BrokerUnavailable:
             await self._release(claimed)
             raise
-        self._settle(claimed + [aliases[k] for k in claims.new if k in aliases])
+        if self._dedupe is not None:  # in the background: the answer does not wait for it (dedupe.Dedupe)
+            self._dedupe.settle(claimed + [aliases[k] for k in claims.new if k in aliases])
         EVENTS.labels(org_id, kind).inc(len(fresh))
         return Recorded(fresh, len(claims.duplicates), frozenset(claimed))
 
@@ -107,18 +107,6 @@ class Recorder:
             DEDUPE_SKIPPED.labels(org_id).inc(len(keys))
             log.warning("dedupe unavailable; publishing without it", extra={"org": org_id, "events": len(keys)})
             return Claims(new=keys)
-
-    def _settle(self, keys: list[str]) -> None:
-        """Mark the keys done, in the background: the answer does not wait for it. Until it is written a
-        re-delivery finds the claim pending (503, retry); if it is never written (a crash) the claim
-        expires and a re-delivery is published again — a duplicate for idempotent consumers, never a loss."""
-        if self._dedupe is not None and keys:
-            self._confirmations.add("confirm", keys)
-
-    async def _confirm_batch(self, _: str, batches: list[list[str]]) -> None:
-        assert self._dedupe is not None
-        with contextlib.suppress(RedisError):  # the claims expire by themselves
-            await self._dedupe.confirm([k for keys in batches for k in keys])
 
     async def _release(self, keys: list[str]) -> None:
         if self._dedupe is not None and keys:
