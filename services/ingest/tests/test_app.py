@@ -256,3 +256,10 @@ async def test_an_undeclared_subscription_route_is_404_and_publishes_nothing(cli
         assert response.status_code == 404
         assert response.json()["issue"][0]["diagnostics"] == "no subscription of this name is declared"
     assert client.published[topics.NOTIFICATION_RECEIVED] == []
+
+
+async def test_methods_and_paths_the_webhook_does_not_take_are_405_and_404(client: Client) -> None:
+    assert (await client.http.get("/v1/notify/org1")).status_code == 405
+    assert (await client.http.post("/v1/notify/org1/Observation/o-1", content=b"{}")).status_code == 405
+    assert (await client.http.put("/v1/notify/org1", content=b"{}")).status_code == 405
+    assert (await client.http.post("/v1/notify/org1/a/b/c", content=b"{}")).status_code == 404

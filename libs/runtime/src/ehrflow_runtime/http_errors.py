@@ -23,10 +23,9 @@ async def _unavailable(request: Request, exc: Exception) -> Response:
     )
 
 
+DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (RedisError, RetryableError, ConnectionError, TimeoutError)
+"""What a dependency failing raises: answered 503, never 500."""
+
+
 def exception_handlers() -> Mapping[type[Exception], ExceptionHandler]:
-    return {
-        RedisError: _unavailable,
-        RetryableError: _unavailable,
-        ConnectionError: _unavailable,
-        TimeoutError: _unavailable,
-    }
+    return dict.fromkeys(DEPENDENCY_ERRORS, _unavailable)

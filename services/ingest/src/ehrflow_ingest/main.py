@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ehrflow_contracts import topics
-from ehrflow_ingest.app import IngestContext, routes
+from ehrflow_ingest.app import IngestApp, IngestContext, Webhook, routes
 from ehrflow_ingest.channels import declare
 from ehrflow_ingest.dedupe import Dedupe
 from ehrflow_ingest.manager import SubscriptionManager
@@ -94,9 +94,11 @@ def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
     async def openapi(_: Request) -> JSONResponse:
         return JSONResponse(document())
 
-    return Starlette(
+    webhook = Webhook(ctx)
+    return IngestApp(
+        webhook,
         routes=[
-            *routes(ctx),
+            *routes(webhook),
             *health_routes({"broker": sink.ready}, optional={"redis": redis_ok}),
             Route("/openapi.json", openapi),
         ],
