@@ -34,6 +34,14 @@ def latency(status: int) -> Histogram:
 
 
 EVENTS = Counter("ehrflow_ingest_events_published_total", "Events published", ["organization", "kind"])
+
+
+@lru_cache(maxsize=1024)
+def published(organization: str, kind: str) -> Counter:
+    """``EVENTS``'s series for one organization and kind, looked up once."""
+    return EVENTS.labels(organization, kind)
+
+
 DUPLICATES = Counter(
     "ehrflow_ingest_duplicates_total", "Duplicate events answered 200 and not published", ["organization"]
 )

@@ -17,7 +17,7 @@ from redis.exceptions import RedisError
 
 from ehrflow_contracts import NotificationQuarantined, NotificationReceived, SubscriptionSignal, topics
 from ehrflow_ingest.dedupe import Claims, Dedupe
-from ehrflow_ingest.metrics import DEDUPE_SKIPPED, DUPLICATES, EVENTS
+from ehrflow_ingest.metrics import DEDUPE_SKIPPED, DUPLICATES, published
 from ehrflow_ingest.sink import Sink
 
 log = logging.getLogger("ehrflow.ingest")
@@ -86,13 +86,13 @@ class Recorder:
             raise
         if self._dedupe is not None:  # in the background: the answer does not wait for it (dedupe.Dedupe)
             self._dedupe.settle(claimed + [aliases[k] for k in claims.new if k in aliases])
-        EVENTS.labels(org_id, kind).inc(len(fresh))
+        published(org_id, kind).inc(len(fresh))
         return Recorded(fresh, len(claims.duplicates), frozenset(claimed))
 
     async def signal(self, signal: SubscriptionSignal) -> None:
         key = f"{signal.organization_id}|{signal.subscription}".encode()
         await self.publish([(topics.SUBSCRIPTION_SIGNAL, signal, key)])
-        EVENTS.labels(signal.organization_id, signal.notification_type).inc()
+        published(signal.organization_id, signal.notification_type).inc()
 
     async def quarantine(self, record: NotificationQuarantined) -> None:
         await self.publish([(topics.NOTIFICATION_QUARANTINED, record, record.organization_id.encode())])

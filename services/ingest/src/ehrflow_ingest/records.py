@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ehrflow_contracts import NotificationReceived
-from ehrflow_contracts.events import Reference
 from ehrflow_contracts.fhir import is_generated_by_ehrflow
 from ehrflow_ingest.notifications import (
     ParsedEvent,
@@ -19,24 +18,27 @@ from ehrflow_runtime.organizations import Organization
 def normalized(
     org: Organization, note: ParsedNotification, event: ParsedEvent, key: str, *, recovered: bool = False
 ) -> NotificationReceived:
-    """The bus record of one parsed event (resource bodies dropped where the organization keeps ids only)."""
-    return NotificationReceived(
-        organization_id=org.id,
-        correlation_id=key,
-        subscription=note.subscription,
-        topic=note.topic,
-        flavour=note.flavour,
-        notification_type=note.notification_type,
-        content_level=note.content_level,
-        event_number=event.event_number,
-        events_since_subscription_start=note.events_since_subscription_start,
-        focus=Reference(reference=event.focus, original=event.focus_original) if event.focus_original else None,
-        additional_context=tuple(Reference(reference=r, original=o) for r, o in event.additional_context),
-        patient=event_patient(event),
-        resource=event.resource if org.ingest.keep_resources else None,
-        interaction=event.interaction,
-        dedupe_key=key,
-        recovered=recovered,
+    """The bus record of one parsed event (resource bodies dropped where the organization keeps ids only).
+    Validated in one call from plain values (nested models built first would each be validated again)."""
+    return NotificationReceived.model_validate(
+        {
+            "organization_id": org.id,
+            "correlation_id": key,
+            "subscription": note.subscription,
+            "topic": note.topic,
+            "flavour": note.flavour,
+            "notification_type": note.notification_type,
+            "content_level": note.content_level,
+            "event_number": event.event_number,
+            "events_since_subscription_start": note.events_since_subscription_start,
+            "focus": {"reference": event.focus, "original": event.focus_original} if event.focus_original else None,
+            "additional_context": [{"reference": r, "original": o} for r, o in event.additional_context],
+            "patient": event_patient(event),
+            "resource": event.resource if org.ingest.keep_resources else None,
+            "interaction": event.interaction,
+            "dedupe_key": key,
+            "recovered": recovered,
+        }
     )
 
 
