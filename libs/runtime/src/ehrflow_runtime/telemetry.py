@@ -25,11 +25,17 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 
 log = logging.getLogger(__name__)
 
+_sdk = False
+"""Whether this process records spans: an SDK provider was installed, here or before us (the
+``opentelemetry-instrument`` launcher). Kept as a flag: asking the API each time reads the environment."""
+
 
 def configure_telemetry(service_name: str) -> trace.TracerProvider:
     """Install (once per process) and return the global tracer provider."""
+    global _sdk
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
+        _sdk = True
         return current
     exporters = [e.strip() for e in os.environ.get("OTEL_TRACES_EXPORTER", "none").split(",") if e.strip()]
     if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true" or set(exporters) <= {"none"}:
@@ -48,6 +54,7 @@ def configure_telemetry(service_name: str) -> trace.TracerProvider:
         elif name != "none":
             log.warning("unknown OTEL_TRACES_EXPORTER", extra={"exporter": name})
     trace.set_tracer_provider(provider)
+    _sdk = True
     return provider
 
 
@@ -55,4 +62,4 @@ def traced(headers: Mapping[str, str]) -> bool:
     """Whether a request needs a span: an SDK is installed (tracing is on), or the caller sent a trace
     context that the records published for it should carry on. Otherwise a hot path skips the span
     and the context extraction, which cost a few µs even as no-ops."""
-    return "traceparent" in headers or not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    return _sdk or "traceparent" in headers
