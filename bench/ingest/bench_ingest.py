@@ -51,9 +51,8 @@ STAGES = {
     "parse (JSON + notification)": "_parse",
     "bus records (pydantic)": "bus_records",
     "dedupe claim (Redis)": "_claim",
-    "publish, wait for acks=all": "confirm",
-    "dedupe: one script call for claims and confirmations": "_send",
-    "tracking (Redis)": "notification",
+    "publish, wait for acks=all": "publish",
+    "tracking (hand-over; Redis written in the background)": "notification",
     "answer + log line": "_accepted",
 }
 """Profiled stages and the function whose cumulative time each is."""

@@ -77,7 +77,8 @@ class Tracker:
         def change(state: SubscriptionState) -> list[Findings]:
             found = []
             for org, name, seen, now in items:
-                state.name = name or state.name
+                if name and name != state.name:
+                    state.name = name
                 found.append(observe(state, seen, now, numbering=org.ingest.numbering))
             return found
 

@@ -111,11 +111,16 @@ def observe(
     """Fold one notification into ``state`` (in place); say what it revealed."""
     findings = Findings()
     state.last_seen = now
-    state.subscription = seen.subscription or state.subscription
-    state.flavour = seen.flavour or state.flavour
-    state.silent = False
+    # Only what changes is set: this runs for every notification, and a model's attribute is slow to set.
+    if seen.subscription and seen.subscription != state.subscription:
+        state.subscription = seen.subscription
+    if seen.flavour and seen.flavour != state.flavour:
+        state.flavour = seen.flavour
+    if state.silent:
+        state.silent = False
     if seen.status:
-        state.status = seen.status
+        if seen.status != state.status:
+            state.status = seen.status
         if seen.status in ALERT_STATUSES:
             findings.status_alert = seen.status
     if seen.ping:
