@@ -3,7 +3,7 @@
     .venv/bin/python bench/ingest/bench_ingest.py [--seconds 10] [--write docs/benchmarks.md]
 
 Starts its own broker (Tansu), Redis, ingest and bare endpoint on loopback. Every request is a new,
-realistic notification (R4 backport, full-resource, one vital-signs Observation: ~2.3 KB), so each one
+realistic notification (R4 backport, full-resource, one vital-signs Observation: ~1.5 KB), so each one
 is authenticated, parsed, claimed in Redis, published with acks=all, confirmed and tracked.
 
 1. closed loops at several concurrency levels, ingest and the bare endpoint (same ASGI server, one worker
