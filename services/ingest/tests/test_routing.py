@@ -1,5 +1,6 @@
-"""The webhook's fast path picks exactly the requests Starlette's routes would give the webhook, with the
-same path parameters; every other request (404, 405, redirects, health) still goes through Starlette."""
+"""The webhook's fast path takes only requests that Starlette's routes would give the webhook, with the
+same path parameters, and takes every plain one; everything else (404, 405, redirects, health) is left
+to Starlette."""
 
 from __future__ import annotations
 
