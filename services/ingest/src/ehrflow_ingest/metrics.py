@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge
 
-RECEIVED = Counter(
+from ehrflow_runtime.hot_metrics import CounterSeries, HistogramSeries, HotCounter, HotHistogram
+
+# Every notification updates these three: plain numbers read at scrape time (ehrflow_runtime.hot_metrics).
+RECEIVED = HotCounter(
     "ehrflow_ingest_notifications_total", "Notifications by organization and outcome", ["organization", "outcome"]
 )
-LATENCY = Histogram(
+LATENCY = HotHistogram(
     "ehrflow_ingest_request_seconds",
     "Time from request to answer, by outcome",
     ["outcome"],
@@ -22,22 +25,22 @@ LATENCY = Histogram(
 
 
 @lru_cache(maxsize=4096)
-def received(organization: str, outcome: str) -> Counter:
+def received(organization: str, outcome: str) -> CounterSeries:
     """``RECEIVED``'s series for one organization and outcome, looked up once (every notification counts)."""
     return RECEIVED.labels(organization, outcome)
 
 
 @lru_cache(maxsize=64)
-def latency(status: int) -> Histogram:
+def latency(status: int) -> HistogramSeries:
     """``LATENCY``'s series for one answer status."""
     return LATENCY.labels(str(status))
 
 
-EVENTS = Counter("ehrflow_ingest_events_published_total", "Events published", ["organization", "kind"])
+EVENTS = HotCounter("ehrflow_ingest_events_published_total", "Events published", ["organization", "kind"])
 
 
 @lru_cache(maxsize=1024)
-def published(organization: str, kind: str) -> Counter:
+def published(organization: str, kind: str) -> CounterSeries:
     """``EVENTS``'s series for one organization and kind, looked up once."""
     return EVENTS.labels(organization, kind)
 
