@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import UTC, datetime
+from unittest.mock import patch
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from ehrflow_contracts import (
@@ -15,6 +19,7 @@ from ehrflow_contracts import (
     NotificationReceived,
     ReviewDecided,
     WritebackCompleted,
+    envelope,
     topics,
 )
 from ehrflow_contracts.events import Reference
@@ -110,3 +115,17 @@ def test_generated_tag_is_recognised() -> None:
     assert is_generated_by_ehrflow({"meta": {"tag": [{"system": SYSTEM_TAG, "code": TAG_GENERATED}]}})
     assert not is_generated_by_ehrflow({"meta": {"tag": [{"system": "other", "code": TAG_GENERATED}]}})
     assert not is_generated_by_ehrflow(None)
+
+
+@given(st.binary(min_size=16, max_size=16))
+def test_event_ids_are_the_uuid4_of_the_same_random_bytes(random: bytes) -> None:
+    with patch.object(envelope.os, "urandom", return_value=random) as urandom:
+        event_id = envelope.new_event_id()
+    urandom.assert_called_once_with(16)
+    assert event_id == str(uuid.UUID(bytes=random, version=4))
+
+
+def test_event_ids_differ() -> None:
+    ids = {envelope.new_event_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(uuid.UUID(i).version == 4 and uuid.UUID(i).variant == uuid.RFC_4122 for i in ids)

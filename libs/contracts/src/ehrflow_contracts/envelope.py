@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import os
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -13,8 +13,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+_CLEARED = ~((0xF000 << 64) | (0xC000 << 48))
+_VERSION_4 = (0x4000 << 64) | (0x8000 << 48)
+"""The version nibble (4, random) and the RFC 4122 variant bits (10), as ``uuid.UUID(version=4)`` sets them."""
+
+
 def new_event_id() -> str:
-    return str(uuid.uuid4())
+    """A random UUID, exactly what ``str(uuid.uuid4())`` makes of the same 16 bytes of ``os.urandom``, at
+    about a third of the cost (``uuid.UUID``'s checks and properties): every event gets one."""
+    h = f"{int.from_bytes(os.urandom(16), 'big') & _CLEARED | _VERSION_4:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class Envelope(BaseModel):
