@@ -125,13 +125,11 @@ def test_dedupe_key_precedence() -> None:
         dedupe_key("org1", parse_topic_notification(again), parse_topic_notification(again).events[0], b"") == by_number
     )
     assert dedupe_key("org2", note, event, raw) != by_number  # never shared across organizations
-    without_sub = parse_topic_notification(samples.r4_backport())
-    object.__setattr__(without_sub, "subscription", None)
+    without_sub = parse_topic_notification(samples.r4_backport())._replace(subscription=None)
     by_version = dedupe_key("org1", without_sub, without_sub.events[0], raw)
     assert by_version != by_number
     bumped = samples.r4_backport(events=[(1, samples.observation(version="2"))])
-    bumped_note = parse_topic_notification(bumped)
-    object.__setattr__(bumped_note, "subscription", None)
+    bumped_note = parse_topic_notification(bumped)._replace(subscription=None)
     assert dedupe_key("org1", bumped_note, bumped_note.events[0], raw) != by_version
 
 

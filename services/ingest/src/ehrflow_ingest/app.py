@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.propagate import extract
@@ -78,9 +78,8 @@ def accepted(published: int, duplicates: int) -> Answer:
     )
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One request to the webhook, as the handler needs it."""
+class Delivery(NamedTuple):
+    """One request to the webhook, as the handler needs it (a tuple: cheaper to make than a dataclass)."""
 
     org_id: str
     method: str
