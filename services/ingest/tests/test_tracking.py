@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from ehrflow_ingest.tracking import Seen, SubscriptionState, due, instant, iso, observe
 
@@ -175,3 +177,26 @@ def test_an_absurd_jump_is_one_gap_computed_without_enumerating_it() -> None:
     bundle = Seen("event-notification", counter=10**12 + 3, numbers=(10**12, 10**12 + 2), carried=2)
     gaps = observe(s, bundle, now=2.0).gaps
     assert [(g.first, g.last) for g in gaps] == [(2, 10**12 - 1), (10**12 + 1, 10**12 + 1), (10**12 + 3, 10**12 + 3)]
+
+
+@given(
+    st.lists(st.integers(2, 40), unique=True),
+    st.lists(st.tuples(st.integers(0, 40), st.integers(1, 40)), max_size=5),
+)
+@example(later=[3], heartbeats=[(0, 3)])  # the counter reveals 2 and 3; event 3 then fills the gap's top end
+def test_open_gaps_are_exactly_the_numbers_revealed_and_not_yet_seen(
+    later: list[int], heartbeats: list[tuple[int, int]]
+) -> None:
+    """Events 1, then the others in any order, with heartbeats whose counters reveal numbers ahead of them:
+    whatever the order, the open gaps are every number up to the highest that no event has brought."""
+    s = state()
+    arrivals: list[Seen] = [event(n) for n in later]
+    for position, counter in heartbeats:
+        arrivals.insert(position, Seen("heartbeat", counter=counter))
+    for seen in [event(1), *arrivals]:
+        assert not observe(s, seen, now=1.0).reset
+    events = {1, *later}
+    highest = max(events | {counter for _, counter in heartbeats})
+    assert s.highest == highest
+    open_numbers = [n for g in s.gaps for n in range(g.first, g.last + 1)]
+    assert sorted(open_numbers) == sorted(set(range(1, highest + 1)) - events)

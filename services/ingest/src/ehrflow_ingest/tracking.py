@@ -140,7 +140,9 @@ def observe(
         return findings
     rest = []
     for number in numbers:
-        if _fill(state, number):
+        # Gaps lie at or below the highest number seen: only a late number can fill one, and an
+        # in-order event (nearly all of them) skips the scan of the open gaps.
+        if number <= state.highest and _fill(state, number):
             findings.filled += 1
         else:
             rest.append(number)
