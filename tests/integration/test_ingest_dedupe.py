@@ -19,6 +19,7 @@ from ehrflow_devstack.config import WEBHOOK_HEADER
 from ehrflow_devstack.kafka_read import read_topic
 from ehrflow_devstack.stack import Stack
 from ehrflow_ingest.dedupe import Dedupe
+from ehrflow_runtime.redis_client import make_redis
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,7 @@ def test_the_same_event_twice_is_published_once(stack: Stack) -> None:
 @pytest.fixture()
 async def dedupe(stack: Stack) -> AsyncIterator[Dedupe]:
     assert stack.redis
-    redis = Redis.from_url(stack.redis.url)
+    redis = make_redis(stack.redis.url)  # as the service makes it
     try:
         yield Dedupe(redis)
     finally:
