@@ -19,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.propagate import inject
 from pydantic import BaseModel
 
+from ehrflow_ingest.partitioner import partition
 from ehrflow_runtime.settings import KafkaSettings
 
 JSON = ("content-type", b"application/json")
@@ -56,6 +57,7 @@ class KafkaSink:
             enable_idempotence=self._kafka.enable_idempotence,
             max_batch_size=256 * 1024,  # see ehrflow_runtime.broker.make_broker
             linger_ms=0,
+            partitioner=partition,  # Kafka's default partitioner, in less Python (ehrflow_ingest.partitioner)
         )
         await self._producer.start()
 
