@@ -124,6 +124,10 @@ async def profile(settings: IngestSettings, secret: str) -> list[tuple[str, floa
     return [("whole request (Webhook.answer)", total)] + [(stage, by_name.get(fn, 0.0)) for stage, fn in STAGES.items()]
 
 
+def _cpu(result: Result) -> str:
+    return "" if result.server_cpu_us is None else f"{result.server_cpu_us:.0f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10.0)
@@ -149,24 +153,22 @@ def main() -> int:
             "EHRFLOW_PORT": str(ingest_port),
             "OTEL_TRACES_EXPORTER": "none",
         }
-        started.append(
-            start_server(
-                "ingest",
-                [*SERVER_CPU, sys.executable, "-m", "ehrflow_ingest.main"],
-                state / "ingest.log",
-                env,
-                f"http://127.0.0.1:{ingest_port}/readyz",
-            )
+        ingest_server = start_server(
+            "ingest",
+            [*SERVER_CPU, sys.executable, "-m", "ehrflow_ingest.main"],
+            state / "ingest.log",
+            env,
+            f"http://127.0.0.1:{ingest_port}/readyz",
         )
-        started.append(
-            start_server(
-                "bare",
-                [*SERVER_CPU, sys.executable, "-m", "ehrflow_devstack.bare_endpoint", str(bare_port)],
-                state / "bare.log",
-                {},
-                f"http://127.0.0.1:{bare_port}/bare",
-            )
+        started.append(ingest_server)
+        bare_server = start_server(
+            "bare",
+            [*SERVER_CPU, sys.executable, "-m", "ehrflow_devstack.bare_endpoint", str(bare_port)],
+            state / "bare.log",
+            {},
+            f"http://127.0.0.1:{bare_port}/bare",
         )
+        started.append(bare_server)
         body = notification_body()
         headers = {"Content-Type": "application/fhir+json", WEBHOOK_HEADER: config.webhook_secret("org1")}
         ingest_url = f"http://127.0.0.1:{ingest_port}/v1/notify/org1"
@@ -176,8 +178,10 @@ def main() -> int:
         async def run() -> tuple[dict[int, tuple[Result, Result]], float, Result]:
             levels = {}
             for level in LEVELS:
-                bare = await drive(bare_url, body, headers, concurrency=level, **loop)
-                ingest = await drive(ingest_url, body, headers, concurrency=level, **loop)
+                bare = await drive(bare_url, body, headers, concurrency=level, server_pid=bare_server.popen.pid, **loop)
+                ingest = await drive(
+                    ingest_url, body, headers, concurrency=level, server_pid=ingest_server.popen.pid, **loop
+                )
                 levels[level] = (bare, ingest)
             produced = await produce_rate(broker.url, args.seconds)
             peak = max(ingest.rps for _, ingest in levels.values())
@@ -203,8 +207,18 @@ def main() -> int:
     rows = []
     for level, (bare, ingest) in levels.items():
         bare.name, ingest.name = "bare Starlette endpoint", "ingest `POST /v1/notify/{org}`"
-        rows += [bare.row(str(level), ""), ingest.row(str(level), f"**{ingest.rps / bare.rps:.0%}**")]
+        rows += [
+            bare.row(str(level), "", _cpu(bare)),
+            ingest.row(str(level), f"**{ingest.rps / bare.rps:.0%}**", _cpu(ingest)),
+        ]
     target_bare, target_ingest = levels[TARGET_LEVEL]
+    cpu_ratio = (
+        f" Per request the server spent {target_ingest.server_cpu_us:.0f} µs of CPU against the bare endpoint's "
+        f"{target_bare.server_cpu_us:.0f} µs (1 : {target_ingest.server_cpu_us / target_bare.server_cpu_us:.1f});"
+        f" ingest kept its core {target_ingest.rps * target_ingest.server_cpu_us / 1e4:.0f} % busy."
+        if target_ingest.server_cpu_us and target_bare.server_cpu_us
+        else ""
+    )
     whole = stages[0][1]
     report = "\n".join(
         [
@@ -215,12 +229,13 @@ def main() -> int:
             f"load from {LOAD}; every request a new R4 backport full-resource notification "
             f"({len(body)} bytes), published with acks=all to Tansu.",
             "",
-            "| endpoint | concurrency | of bare | requests/s | p50 ms | p99 ms | requests | non-200 |",
-            "|---|---|---|---|---|---|---|---|",
+            "| endpoint | concurrency | of bare | server CPU µs/request | requests/s | p50 ms | p99 ms | requests "
+            "| non-200 |",
+            "|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
             f"- at a concurrency of {TARGET_LEVEL}, ingest reaches **{target_ingest.rps / target_bare.rps:.0%}** of the "
-            f"bare endpoint's requests/s (target: at least 25 %).",
+            f"bare endpoint's requests/s (target: at least 25 %).{cpu_ratio}",
             f"- at half of ingest's peak ({half.rps:,.0f} requests/s offered in an open loop): p50 "
             f"{half.p50_ms:.1f} ms, **p99 {half.p99_ms:.1f} ms** (target: under 50 ms); {half.errors} non-200.",
             f"- the broker alone confirms **{produced:,.0f} records/s** (acks=all, 32 in flight, one producer): "

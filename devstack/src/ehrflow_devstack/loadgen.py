@@ -50,6 +50,8 @@ class Result:
     p99_ms: float
     requests: int
     errors: int
+    server_cpu_us: float | None = None
+    """CPU time (user + system) the server process spent per request while measured, where known."""
 
     def row(self, *extra: str) -> str:
         cells = [self.name, *extra, f"{self.rps:,.0f}", f"{self.p50_ms:.2f}", f"{self.p99_ms:.2f}"]
@@ -81,8 +83,29 @@ def _percentile(ordered: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
 
 
-def wrk(url: str, body: str, headers: dict[str, str], *, concurrency: int, seconds: float, warmup: float) -> Result:
-    """Drive ``url`` with wrk (one thread, ``concurrency`` connections) and read its latency distribution."""
+def cpu_seconds(pid: int | None) -> float | None:
+    """CPU time (user + system) process ``pid`` has used so far, from /proc (Linux); None where unknown."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(
+    url: str,
+    body: str,
+    headers: dict[str, str],
+    *,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    server_pid: int | None = None,
+) -> Result:
+    """Drive ``url`` with wrk (one thread, ``concurrency`` connections) and read its latency distribution;
+    with ``server_pid``, also the server's CPU time per request over the measured run."""
     script = Path(tempfile.mkstemp(suffix=".lua")[1])
     lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(body)}"]
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
@@ -98,14 +121,17 @@ def wrk(url: str, body: str, headers: dict[str, str], *, concurrency: int, secon
     base = [*CLIENT_CPU, "wrk", "-t1", f"-c{concurrency}", "-s", str(script), "--latency", url]
     cut = len(CLIENT_CPU) + 3
     subprocess.run([*base[:cut], f"-d{max(1, int(warmup))}s", *base[cut:]], check=True, capture_output=True)
+    cpu_before = cpu_seconds(server_pid)
     out = subprocess.run(
         [*base[:cut], f"-d{int(seconds)}s", *base[cut:]], check=True, capture_output=True, text=True
     ).stdout
+    cpu_after = cpu_seconds(server_pid)
     percentiles = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     errors = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
-    return Result(url, rps, _ms(percentiles["50"]), _ms(percentiles["99"]), requests, errors)
+    cpu = None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) / max(requests, 1) * 1e6
+    return Result(url, rps, _ms(percentiles["50"]), _ms(percentiles["99"]), requests, errors, cpu)
 
 
 async def closed_loop(
@@ -188,11 +214,20 @@ async def _open_loop(url: str, body: str, headers: dict[str, str], *, rate: floa
 
 
 async def drive(
-    url: str, body: str, headers: dict[str, str], *, concurrency: int, seconds: float, warmup: float
+    url: str,
+    body: str,
+    headers: dict[str, str],
+    *,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    server_pid: int | None = None,
 ) -> Result:
-    """A closed loop with the best tool available."""
+    """A closed loop with the best tool available (with wrk, also the server's CPU per request)."""
     if TOOL == "wrk":
-        return await asyncio.to_thread(wrk, url, body, headers, concurrency=concurrency, seconds=seconds, warmup=warmup)
+        return await asyncio.to_thread(
+            wrk, url, body, headers, concurrency=concurrency, seconds=seconds, warmup=warmup, server_pid=server_pid
+        )
     return await closed_loop(url, body, headers, concurrency=concurrency, seconds=seconds, warmup=warmup)
 
 
