@@ -14,10 +14,13 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import REGISTRY, Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
+
+S = TypeVar("S")
 
 _bucket_label: Callable[[float], str] = floatToGoString  # how prometheus_client writes ``le`` (0.005, 1.0, +Inf)
 
@@ -48,7 +51,38 @@ class HistogramSeries:
         self.sum += value
 
 
-class HotCounter(Collector):
+class _HotMetric(Collector, Generic[S]):
+    """What a hot counter and a hot histogram share: a name, labels, a series per label values."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry | None
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._series: dict[tuple[str, ...], S] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: str) -> S:
+        """The series for these label values (callers keep it: looking it up is the slow part)."""
+        if (series := self._series.get(values)) is None:
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self._name} takes labels {self._labelnames}")
+            series = self._series[values] = self._new_series()
+        return series
+
+    def describe(self) -> Iterator[Metric]:
+        yield self._family()
+
+    def _new_series(self) -> S:
+        raise NotImplementedError
+
+    def _family(self) -> CounterMetricFamily | HistogramMetricFamily:
+        raise NotImplementedError
+
+
+class HotCounter(_HotMetric[CounterSeries]):
     def __init__(
         self,
         name: str,
@@ -57,30 +91,22 @@ class HotCounter(Collector):
         *,
         registry: CollectorRegistry | None = REGISTRY,
     ) -> None:
-        self._name = name.removesuffix("_total")
-        self._documentation = documentation
-        self._labelnames = tuple(labelnames)
-        self._series: dict[tuple[str, ...], CounterSeries] = {}
-        if registry is not None:
-            registry.register(self)
-
-    def labels(self, *values: str) -> CounterSeries:
-        """The series for these label values (callers keep it: looking it up is the slow part)."""
-        if len(values) != len(self._labelnames):
-            raise ValueError(f"{self._name} takes labels {self._labelnames}")
-        return self._series.setdefault(values, CounterSeries())
+        super().__init__(name.removesuffix("_total"), documentation, labelnames, registry)
 
     def collect(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        family = self._family()
         for values, series in list(self._series.items()):
             family.add_metric(values, series.value)
         yield family
 
-    def describe(self) -> Iterator[Metric]:
-        yield CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+    def _new_series(self) -> CounterSeries:
+        return CounterSeries()
+
+    def _family(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
 
 
-class HotHistogram(Collector):
+class HotHistogram(_HotMetric[HistogramSeries]):
     def __init__(
         self,
         name: str,
@@ -93,22 +119,12 @@ class HotHistogram(Collector):
         bounds = tuple(float(b) for b in buckets if b != float("inf"))
         if list(bounds) != sorted(set(bounds)) or not bounds:
             raise ValueError("buckets must be increasing")
-        self._name = name
-        self._documentation = documentation
-        self._labelnames = tuple(labelnames)
         self._bounds = bounds
         self._les = tuple(_bucket_label(b) for b in (*bounds, float("inf")))
-        self._series: dict[tuple[str, ...], HistogramSeries] = {}
-        if registry is not None:
-            registry.register(self)
-
-    def labels(self, *values: str) -> HistogramSeries:
-        if len(values) != len(self._labelnames):
-            raise ValueError(f"{self._name} takes labels {self._labelnames}")
-        return self._series.setdefault(values, HistogramSeries(self._bounds))
+        super().__init__(name, documentation, labelnames, registry)
 
     def collect(self) -> Iterator[Metric]:
-        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        family = self._family()
         for values, series in list(self._series.items()):
             counts, total = list(series.counts), series.sum  # a snapshot: a scrape may race an observation
             cumulative, buckets = 0, []
@@ -118,5 +134,8 @@ class HotHistogram(Collector):
             family.add_metric(values, buckets, total)
         yield family
 
-    def describe(self) -> Iterator[Metric]:
-        yield HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+    def _new_series(self) -> HistogramSeries:
+        return HistogramSeries(self._bounds)
+
+    def _family(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
