@@ -4,6 +4,7 @@ the dedupe store's states against a real Redis."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -46,9 +47,11 @@ def test_the_same_event_twice_is_published_once(stack: Stack) -> None:
 async def dedupe(stack: Stack) -> AsyncIterator[Dedupe]:
     assert stack.redis
     redis = make_redis(stack.redis.url)  # as the service makes it
+    dedupe = Dedupe(redis)
     try:
-        yield Dedupe(redis)
+        yield dedupe
     finally:
+        await dedupe.aclose()
         await redis.aclose()
 
 
@@ -104,4 +107,89 @@ async def test_without_redis_claims_fail_and_confirmations_are_given_up() -> Non
         await dedupe.claim([fresh()])
     await dedupe.flush()  # returns: a confirmation that cannot be written leaves its claim to expire
     assert dedupe._sender is None
+    await dedupe.aclose()
     await redis.aclose()
+
+
+class Proxy:
+    """TCP between Dedupe and the real Redis that can hold replies back or drop its connections."""
+
+    def __init__(self, upstream: str) -> None:
+        self.host, port = upstream.split("//")[1].split("/")[0].split(":")
+        self.upstream_port = int(port)
+        self.delay = 0.0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(self.host, self.upstream_port)
+        self.writers += [writer, up_writer]
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delayed: bool) -> None:
+            while data := await src.read(65536):
+                if delayed and self.delay:
+                    await asyncio.sleep(self.delay)
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        with contextlib.suppress(OSError):
+            await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True))
+
+    def drop_connections(self) -> None:
+        for writer in self.writers:
+            writer.transport.abort()
+        self.writers.clear()
+
+    async def stop(self) -> None:
+        self.drop_connections()
+        self.server.close()
+
+
+@pytest.fixture()
+async def proxied(stack: Stack) -> AsyncIterator[tuple[Dedupe, Proxy]]:
+    assert stack.redis
+    proxy = Proxy(stack.redis.url)
+    redis = make_redis(await proxy.start() + "?socket_timeout=0.2")
+    dedupe = Dedupe(redis)
+    try:
+        yield dedupe, proxy
+    finally:
+        await dedupe.aclose()
+        await redis.aclose()
+        await proxy.stop()
+
+
+async def test_a_late_reply_fails_its_call_and_is_never_read_as_the_next_ones(proxied: tuple[Dedupe, Proxy]) -> None:
+    dedupe, proxy = proxied
+    done = fresh()
+    await dedupe.claim([done])
+    dedupe.settle([done])
+    await dedupe.flush()
+    proxy.delay = 0.5  # longer than the socket timeout
+    with pytest.raises(RedisError):
+        await dedupe.claim([fresh()])  # its reply, [1] (new), arrives after the call gave up
+    proxy.delay = 0.0
+    await asyncio.sleep(0.6)
+    assert (await dedupe.claim([done])).duplicates == [done]  # read from the old connection: new
+
+
+async def test_a_dropped_connection_is_replaced_and_the_call_sent_again(proxied: tuple[Dedupe, Proxy]) -> None:
+    dedupe, proxy = proxied
+    await dedupe.claim([fresh()])
+    proxy.drop_connections()
+    key = fresh()
+    assert (await dedupe.claim([key])).new == [key]
+
+
+async def test_a_script_redis_lost_is_loaded_again(dedupe: Dedupe, stack: Stack) -> None:
+    assert stack.redis
+    await dedupe.claim([fresh()])
+    redis = make_redis(stack.redis.url)
+    await redis.script_flush()  # as after a Redis restart
+    await redis.aclose()
+    key = fresh()
+    assert (await dedupe.claim([key])).new == [key]

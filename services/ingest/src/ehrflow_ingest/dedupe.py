@@ -14,6 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 
 log = logging.getLogger("ehrflow.ingest.dedupe")
 
@@ -64,13 +67,21 @@ class Dedupe:
     Confirmations are written in the background (``settle``): an answer never waits for them. Until one
     is written a re-delivery finds its claim pending (503, retry); if it is never written (Redis down, a
     crash) the claim expires and a re-delivery is published again, a duplicate for idempotent consumers,
-    never a loss."""
+    never a loss.
+
+    Since calls go one at a time, they go over a connection of their own, made from the client's pool
+    settings (TLS, Unix socket, timeouts) but not borrowed from it: redis-py's way through the pool
+    (acquire, retry wrapper, observability hooks, release) cost ~65 µs of CPU per call, half of the call,
+    and at moderate load every notification makes one or two calls (docs/benchmarks.md). ``aclose()``
+    closes it."""
 
     def __init__(self, redis: Redis, *, retention_s: int = RETENTION_S, pending_ms: int = PENDING_MS) -> None:
         self._redis = redis
         self._retention = retention_s
         self._pending = pending_ms
         self._script = redis.register_script(CALL)
+        # The sender's own connection, made as the pool makes its (redis-py leaves this method untyped).
+        self._connection: AbstractConnection = redis.connection_pool.make_connection()  # type: ignore[no-untyped-call]
         self._claims: list[Pending] = []
         self._confirmations: list[str] = []
         self._sender: asyncio.Task[None] | None = None
@@ -110,6 +121,10 @@ class Dedupe:
         while self._sender is not None:
             await asyncio.shield(self._sender)
 
+    async def aclose(self) -> None:
+        """Close the sender's connection (after ``flush``, at shutdown)."""
+        await self._connection.disconnect()
+
     async def release(self, keys: list[str]) -> None:
         if keys:
             await self._redis.delete(*[PREFIX + key for key in keys])
@@ -127,7 +142,7 @@ class Dedupe:
                 aliases = [a for _, alias_names, _ in claims for a in alias_names]
                 args = [self._pending, len(names), len(confirmations), self._retention]
                 try:
-                    states = await self._script(keys=confirmations + names + aliases, args=args)
+                    states = await self._call(confirmations + names + aliases, args)
                 except Exception as exc:  # each waiting request gets the failure (RedisError: no dedupe)
                     if confirmations:
                         log.warning(
@@ -144,3 +159,22 @@ class Dedupe:
                     start += len(keys)
         finally:
             self._sender = None
+
+    async def _call(self, keys: list[str], args: list[int]) -> list[int]:
+        """The script, by its digest, on the sender's connection. Once more after loading it if Redis lost
+        it (a restart, SCRIPT FLUSH), or over a new connection if the old one had dropped (a claim that
+        did run the first time then finds itself in flight: 503, retry). A reply that does not come
+        within the socket timeout fails the call; redis-py then disconnects, so no late reply is misread."""
+        command = self._connection.pack_command("EVALSHA", self._script.sha, len(keys), *keys, *args)
+        try:
+            return await self._round_trip(command)
+        except NoScriptError:
+            await self._redis.script_load(CALL)
+        except RedisConnectionError:
+            pass
+        return await self._round_trip(command)
+
+    async def _round_trip(self, command: list[bytes]) -> list[int]:
+        await self._connection.send_packed_command(command, check_health=False)
+        states: list[int] = await self._connection.read_response()
+        return states

@@ -52,7 +52,8 @@ def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
     sink = sink or kafka
     assert sink is not None
     redis = make_redis(settings.redis_url.get_secret_value())
-    recorder = Recorder(sink, Dedupe(redis), settings.kafka.publish_timeout_s)
+    dedupe = Dedupe(redis)
+    recorder = Recorder(sink, dedupe, settings.kafka.publish_timeout_s)
     store = TrackingStore(redis)
     tracker = Tracker(store)
     ctx = IngestContext(
@@ -79,6 +80,7 @@ def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
                 with contextlib.suppress(asyncio.CancelledError):
                     await background
             await recorder.flush()
+            await dedupe.aclose()
             await tracker.flush()
             if kafka is not None:
                 await kafka.stop()
