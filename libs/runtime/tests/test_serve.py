@@ -3,8 +3,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import uvloop
 
-from ehrflow_runtime.serve import YOUNG_THRESHOLD, tune_garbage_collector
+from ehrflow_runtime.serve import YOUNG_THRESHOLD, server_config, tune_garbage_collector
 
 
 @pytest.fixture
@@ -44,3 +45,19 @@ def test_the_young_generation_waits_for_many_allocations(tuned: None) -> None:
     finally:
         gc.callbacks.remove(count)
     del kept
+
+
+def test_services_are_served_on_uvloop_with_httptools() -> None:
+    """What the benchmarks measure; asyncio's loop and h11 are a third of the rate (server_config)."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    config = server_config(lambda scope, receive, send: None, host="127.0.0.1", port=0)  # type: ignore[arg-type]
+    config.load()
+    assert config.http_protocol_class is HttpToolsProtocol
+    factory = config.get_loop_factory()
+    assert factory is not None
+    loop = factory()
+    try:
+        assert isinstance(loop, uvloop.Loop)
+    finally:
+        loop.close()

@@ -43,7 +43,24 @@ def tune_garbage_collector() -> None:
     gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
 
 
+def server_config(app: ASGIApp, *, host: str, port: int) -> uvicorn.Config:
+    """How every service is served: uvicorn with uvloop and httptools named, not its "auto", which falls
+    back to asyncio's loop and h11 when they are not installed. Measured with the ingest benchmark's load
+    (c=32), that fallback cut the bare endpoint's rate by 63 % and ingest's by 34 %; named, a missing one
+    fails at start-up instead. Our logging configuration, not uvicorn's; no access log, no server header."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+    )
+
+
 def run_asgi(app: ASGIApp, *, host: str, port: int) -> None:
-    """Serve ``app`` with uvicorn, using our logging configuration rather than uvicorn's."""
     tune_garbage_collector()
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, lifespan="on", server_header=False)
+    uvicorn.Server(server_config(app, host=host, port=port)).run()
