@@ -174,7 +174,7 @@ async def test_a_late_reply_fails_its_call_and_is_never_read_as_the_next_ones(pr
         await dedupe.claim([fresh()])  # its reply, [1] (new), arrives after the call gave up
     proxy.delay = 0.0
     await asyncio.sleep(0.6)
-    assert (await dedupe.claim([done])).duplicates == [done]  # read from the old connection: new
+    assert (await dedupe.claim([done])).duplicates == [done]  # the late [1] read here would say new
 
 
 async def test_a_dropped_connection_is_replaced_and_the_call_sent_again(proxied: tuple[Dedupe, Proxy]) -> None:

@@ -62,5 +62,6 @@ def server_config(app: ASGIApp, *, host: str, port: int) -> uvicorn.Config:
 
 
 def run_asgi(app: ASGIApp, *, host: str, port: int) -> None:
+    """Serve ``app`` as ``server_config`` says, with the collector tuned first."""
     tune_garbage_collector()
     uvicorn.Server(server_config(app, host=host, port=port)).run()
