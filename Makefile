@@ -22,9 +22,13 @@ help:
 $(STAMP): requirements.lock $(PYPROJECTS)
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "ehrflow needs Python 3.11+")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
+	@# The lock is complete: install exactly it and resolve nothing, so a release published later cannot
+	@# change what gets installed (pip's resolver, asked to, reaches for new releases through extras).
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
 		$(addprefix -e ,$(PACKAGES))
+	@# ...and prove it: every requirement of every installed package is met by what the lock installed.
+	$(BIN)/python -m pip check --disable-pip-version-check
 	touch $@
 
 setup: $(STAMP)
