@@ -86,7 +86,8 @@ def test_images_install_what_the_tests_ran() -> None:
 def test_the_development_environment_is_the_lock() -> None:
     installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
     differ = {
-        name: (version, installed.get(name)) for name, (version, _) in _lock("requirements.lock").items()
+        name: (version, installed.get(name))
+        for name, (version, _) in _lock("requirements.lock").items()
         if installed.get(name) != version
     }
     assert not differ, f"installed versions differ from requirements.lock (run `make setup`): {differ}"
