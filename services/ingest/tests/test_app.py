@@ -17,7 +17,9 @@ from ehrflow_contracts.fhir import SYSTEM_TAG, TAG_GENERATED
 from ehrflow_devstack import samples
 from ehrflow_devstack.config import WEBHOOK_HEADER, generate, write_registry
 from ehrflow_devstack.memory_sink import MemorySink
+from ehrflow_ingest import classic
 from ehrflow_ingest.main import create_app
+from ehrflow_ingest.notifications import NotificationError
 from ehrflow_ingest.settings import IngestSettings
 
 
@@ -224,6 +226,25 @@ async def test_put_whose_body_is_another_resource_is_400_and_kept(client: Client
     response = await _send(client, "PUT", "/v1/notify/org1/Patient/o3", body)
     assert response.status_code == 400 and "Patient" in response.json()["issue"][0]["diagnostics"]
     assert len(client.published[topics.NOTIFICATION_QUARANTINED]) == 1
+
+
+@pytest.mark.parametrize("rid", ["../../../org1/fhir/Observation/x", "..", "a/b", "x%2F..", 7])
+async def test_a_resource_id_that_is_not_a_fhir_id_is_400_and_publishes_no_event(client: Client, rid: Any) -> None:
+    """An id becomes a path of a request made with the organization's token (recovery, inference): one
+    that climbs (``../../../org1/fhir/…``) was accepted with 200 for org2 and pointed at org1's base."""
+    body = json.dumps({**samples.observation("o4"), "id": rid}).encode()
+    response = await _send(client, "POST", "/v1/notify/org1", body)
+    assert response.status_code == 400
+    assert response.json()["issue"][0]["diagnostics"] == "a resource's resourceType or id is not a FHIR type or id"
+    assert client.published[topics.NOTIFICATION_RECEIVED] == []
+    assert len(client.published[topics.NOTIFICATION_QUARANTINED]) == 1
+
+
+@pytest.mark.parametrize("rid", ["..", "."])
+def test_a_classic_path_whose_id_is_dots_is_refused(rid: str) -> None:
+    """httpx resolves such a path before sending; a sender that does not reaches ``at_path`` with it."""
+    with pytest.raises(NotificationError, match="is not a FHIR Type/id"):
+        classic.at_path("DELETE", "Observation", rid, None)
 
 
 async def test_ids_only_organization_keeps_resources_off_the_bus(client: Client) -> None:

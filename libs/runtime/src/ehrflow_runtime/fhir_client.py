@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -11,6 +12,15 @@ from ehrflow_runtime.errors import UpstreamRejected, UpstreamUnavailable
 from ehrflow_runtime.organizations import Organization
 from ehrflow_runtime.outcomes import FHIR_JSON
 from ehrflow_runtime.tokens import TokenClient
+
+_ID = r"(?!\.{1,2}(?:[/?]|$))[A-Za-z0-9\-.]{1,64}"
+RELATIVE = re.compile(rf"^[A-Z][A-Za-z]{{1,63}}(?:/{_ID}(?:/_history/{_ID})?)?(?:/\$[A-Za-z][A-Za-z0-9-]*)?(?:\?.*)?$")
+"""What a relative path may be: ``Type``, ``Type/id``, ``Type/id/_history/vid``, each optionally followed by an
+operation (``/$events``) and a query. FHIR ids are ``[A-Za-z0-9-.]{1,64}``; ``.`` and ``..`` are refused,
+so no path the client builds can climb out of the base however a server resolves it."""
+_ENCODED = re.compile(r"%2[eEfF]|%5[cC]|\\")
+"""Percent-encoded dots, slashes and backslashes, and a raw backslash: refused anywhere in a path, because servers and
+proxies disagree about whether to decode them before resolving dot segments."""
 
 
 class FhirClient:
@@ -28,13 +38,23 @@ class FhirClient:
         self.base = organization.fhir_base_url
 
     def url(self, path: str) -> str:
-        url = path if path.startswith(("http://", "https://")) else f"{self.base}/{path.lstrip('/')}"
+        """The absolute URL ``path`` names, exactly as it will be sent, or ``UpstreamRejected`` if that is not
+        under this organization's FHIR base. The check is made on the URL after httpx has resolved its dot
+        segments, which is the URL httpx sends; a prefix test of the string is not enough
+        (``Observation/../../../tenant-b/fhir/Observation/1`` starts with the base and leaves it)."""
+        absolute = path.startswith(("http://", "https://"))
+        if not absolute and not RELATIVE.match(path.lstrip("/")):
+            raise UpstreamRejected(f"{self.organization.id}: refusing a FHIR path that is not Type[/id]", status=0)
+        raw = path if absolute else f"{self.base}/{path.lstrip('/')}"
+        target, base = httpx.URL(raw), httpx.URL(self.base)
+        base_path = base.path.rstrip("/")
         if (
-            not (url == self.base or url.startswith(self.base + "/"))
-            or urlsplit(url).netloc != urlsplit(self.base).netloc
+            _ENCODED.search(raw.split("?", 1)[0])
+            or (target.scheme, target.host, target.port, target.userinfo) != (base.scheme, base.host, base.port, b"")
+            or not (target.path == base_path or target.path.startswith(base_path + "/"))
         ):
             raise UpstreamRejected(f"refusing to send {self.organization.id}'s token outside its FHIR base", status=0)
-        return url
+        return str(target)
 
     async def read(self, reference: str) -> dict[str, Any]:
         return await self._json("GET", reference)
@@ -73,19 +93,23 @@ class FhirClient:
     async def update(self, resource: dict[str, Any]) -> dict[str, Any]:
         """PUT a resource at its id."""
         headers = {"Content-Type": FHIR_JSON, "Prefer": "return=representation"}
-        return await self._json("PUT", f"{resource['resourceType']}/{resource['id']}", json=resource, headers=headers)
+        path = f"{resource['resourceType']}/{resource['id']}"
+        return _located(await self._send("PUT", path, json=resource, headers=headers), path)
 
     async def create(self, resource: dict[str, Any], *, if_none_exist: str | None = None) -> dict[str, Any]:
-        """POST a resource; with ``if_none_exist`` a conditional create (an existing match is returned)."""
+        """POST a resource; with ``if_none_exist`` a conditional create (an existing match is returned).
+
+        Servers may ignore ``Prefer: return=representation`` and answer 201 (or 200 for a conditional match)
+        without a body: then the ``Location`` header says where the resource is, and the result holds at
+        least its ``resourceType`` and ``id``."""
         headers = {"Content-Type": FHIR_JSON, "Prefer": "return=representation"}
         if if_none_exist:
             headers["If-None-Exist"] = if_none_exist
-        return await self._json("POST", resource["resourceType"], json=resource, headers=headers)
+        path = resource["resourceType"]
+        return _located(await self._send("POST", path, json=resource, headers=headers), path)
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        response = await self._send(method, path, **kwargs)
-        result: dict[str, Any] = response.json() if response.content else {}
-        return result
+        return _body(await self._send(method, path, **kwargs), path)
 
     async def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         url = self.url(path)
@@ -109,6 +133,44 @@ class FhirClient:
                 f"{org} FHIR {method} {_kind(path)} answered {response.status_code}", status=response.status_code
             )
         return response
+
+
+def _body(response: httpx.Response, path: str) -> dict[str, Any]:
+    """A 2xx answer's JSON object; an empty body is ``{}``. Anything else is a permanent refusal: a server
+    (or a proxy in front of it) that answers HTML or a JSON list will answer the same way next time."""
+    if not response.content:
+        return {}
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        what = "a body that is not a JSON object" if body is not None else "a body that is not JSON"
+        raise UpstreamRejected(
+            f"FHIR {response.request.method} {_kind(path)} answered {response.status_code} with {what}",
+            status=response.status_code,
+        )
+    return body
+
+
+_LOCATION = re.compile(r"/([A-Z][A-Za-z]{1,63})/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?/?$")
+
+
+def _located(response: httpx.Response, path: str) -> dict[str, Any]:
+    """What a create or update answered: the resource, or, without a body, ``resourceType`` and ``id`` read
+    from ``Location`` (``Content-Location``)."""
+    body = _body(response, path)
+    if isinstance(body.get("resourceType"), str) and isinstance(body.get("id"), str):
+        return body
+    location = response.headers.get("location") or response.headers.get("content-location") or ""
+    match = _LOCATION.search(urlsplit(location).path)
+    if match is None:
+        raise UpstreamRejected(
+            f"FHIR {response.request.method} {_kind(path)} answered {response.status_code} "
+            "with neither the resource nor a Location",
+            status=response.status_code,
+        )
+    return {**body, "resourceType": match.group(1), "id": match.group(2)}
 
 
 def _kind(path: str) -> str:

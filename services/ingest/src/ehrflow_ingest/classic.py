@@ -16,7 +16,8 @@ from typing import Any
 from ehrflow_ingest.notifications import Interaction, NotificationError, ParsedEvent, ParsedNotification
 
 _TYPE = re.compile(r"^[A-Z][A-Za-z]{1,63}$")
-_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_ID = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9\-.]{1,64}$")
+"""FHIR's id grammar, less ``.`` and ``..``: an id is later a path segment of a request to the EHR."""
 
 
 def _notification(events: list[ParsedEvent], subscription: str | None = None) -> ParsedNotification:
@@ -43,8 +44,14 @@ def _event(resource: dict[str, Any] | None, *, focus: str | None, interaction: I
 
 
 def _focus_of(resource: dict[str, Any]) -> str | None:
+    """``Type/id`` of a delivered resource; a resource without an id has no focus. A type or id outside
+    FHIR's grammar is refused at the door: it would become a path of a request made with a token."""
     rtype, rid = resource.get("resourceType"), resource.get("id")
-    return f"{rtype}/{rid}" if isinstance(rtype, str) and isinstance(rid, str) else None
+    if rid is None:
+        return None
+    if not (isinstance(rtype, str) and _TYPE.match(rtype) and isinstance(rid, str) and _ID.match(rid)):
+        raise NotificationError("a resource's resourceType or id is not a FHIR type or id")
+    return f"{rtype}/{rid}"
 
 
 def ping() -> ParsedNotification:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-_TYPE_ID = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?/?$")
+_TYPE_ID = re.compile(
+    r"(?:^|/)([A-Z][A-Za-z]+)/((?!\.{1,2}(?:/|$))[A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?/?$"
+)
+"""``Type/id`` at the end of a reference; ids ``.`` and ``..`` are not ids (they climb a path)."""
 
 
 @lru_cache(maxsize=8192)
