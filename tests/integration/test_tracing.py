@@ -65,7 +65,7 @@ async def test_webhook_trace_reaches_the_draft(
         InferenceSettings(
             organizations_file=stack.config.organizations_file,
             kafka=kafka,
-            retry_delay_s=0.5,
+            consumer={"retry_delay_s": 0.5},
             auth={
                 "url": stack.urls["auth"],
                 "service_name": "inference",

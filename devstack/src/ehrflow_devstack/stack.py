@@ -53,7 +53,8 @@ class Stack:
             "EHRFLOW_AUTH__URL": self.urls["auth"],
             "EHRFLOW_AUTH__SERVICE_NAME": name,
             "EHRFLOW_AUTH__CREDENTIAL_FILE": str(self.config.credentials_dir / name),
-            "EHRFLOW_RETRY_DELAY_S": "1",
+            "EHRFLOW_CONSUMER__RETRY_DELAY_S": "1",
+            "EHRFLOW_CONSUMER__BACKOFF_S": "0.2",
             "OTEL_TRACES_EXPORTER": "none",
         }
         if name == "ingest":  # the background loop at a pace a test can wait for

@@ -12,7 +12,9 @@ from ehrflow_devstack.config import generate, write_registry
 from ehrflow_devstack.mock_fhir import MockFhir
 from ehrflow_devstack.scenario import Vitals, panel, vital_observations
 from ehrflow_inference.handlers import Deps, declare
+from ehrflow_runtime.broker import make_broker
 from ehrflow_runtime.organizations import load_registry
+from ehrflow_runtime.settings import ConsumerPolicy, KafkaSettings
 
 WHEN = "2026-11-21T08:00:00+00:00"
 
@@ -25,8 +27,8 @@ def _wired(tmp_path: Path, ehr: MockFhir) -> tuple[KafkaBroker, dict[str, list[d
     org1 = registry.get("org1")
     assert org1 is not None
     fhir = ehr.client(org1)
-    broker = KafkaBroker()
-    declare(broker, lambda: Deps(registry=registry, fhir_for=lambda org: fhir, retry_delay_s=0))
+    broker = make_broker(KafkaSettings(), client_id="inference", consumer=ConsumerPolicy(backoff_s=0, retry_delay_s=0))
+    declare(broker, lambda: Deps(registry=registry, fhir_for=lambda org: fhir))
     published: dict[str, list[dict[str, Any]]] = {}
     for topic in (topics.DRAFT_PROPOSED, topics.INFERENCE_OUTCOME, topics.DEAD_LETTER):
         published[topic] = []
@@ -74,7 +76,23 @@ async def test_forbidden_ehr_dead_letters_the_event(tmp_path: Path) -> None:
     assert published[topics.DRAFT_PROPOSED] == []
     [letter] = published[topics.DEAD_LETTER]
     assert letter["source_topic"] == topics.NOTIFICATION_RECEIVED and "403" in letter["error"]
-    assert letter["payload"]["focus"] == "Observation/panel-1"
+    assert letter["payload"]["record"]["focus"]["reference"] == "Observation/panel-1"
+
+
+async def test_a_trigger_of_the_wrong_shape_is_an_outcome_not_a_poison_record(tmp_path: Path) -> None:
+    """A full-resource payload whose ``subject`` is the string ``"Patient/1"`` raised AttributeError on every
+    redelivery; now it is checked against the FHIR models first and named in an ``invalid-input`` outcome."""
+    ehr = MockFhir()
+    broker, published = _wired(tmp_path, ehr)
+    trigger = {**panel("Patient/p1", [], WHEN), "id": "panel-1"}
+    event = _event(trigger)
+    event["resource"] = {**trigger, "subject": "Patient/1"}
+    async with TestKafkaBroker(broker) as test_broker:
+        await test_broker.publish(event, topic=topics.NOTIFICATION_RECEIVED)
+    assert published[topics.DRAFT_PROPOSED] == [] and published[topics.DEAD_LETTER] == []
+    [outcome] = published[topics.INFERENCE_OUTCOME]
+    assert outcome["outcome"] == "invalid-input"
+    assert outcome["detail"] == "the trigger is not a valid Observation at subject"
 
 
 def _collect(into: list[dict[str, Any]]):  # type: ignore[no-untyped-def]

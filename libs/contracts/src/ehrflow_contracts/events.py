@@ -93,7 +93,9 @@ class InferenceOutcome(Envelope):
     """A notification that produced no draft, and why."""
 
     workflow: str
-    outcome: Literal["insufficient-data", "not-applicable"]
+    outcome: Literal["insufficient-data", "not-applicable", "invalid-input"] = Field(
+        description="`invalid-input`: the trigger resource is not valid FHIR (`detail` names the fields)."
+    )
     patient: str | None = None
     missing: tuple[str, ...] = Field(default=(), description="Inputs that were required but absent.")
     detail: str = ""

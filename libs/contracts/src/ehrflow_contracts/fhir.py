@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
+from pydantic import ValidationError
 
 FHIR_VERSION = "4.0.1"
 
@@ -36,6 +37,19 @@ def validate(resource: dict[str, Any]) -> dict[str, Any]:
     model = get_fhir_model_class(resource["resourceType"]).model_validate(resource)
     result: dict[str, Any] = json.loads(model.model_dump_json(exclude_none=True))
     return result
+
+
+def invalid_fields(resource: Any, resource_type: str) -> str | None:
+    """Why ``resource`` is not a valid ``resource_type`` by the pinned FHIR models, naming the fields and
+    never their values (a value may be PHI); None when it is valid. Costly like ``validate``."""
+    if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
+        return f"not a {resource_type} resource"
+    try:
+        get_fhir_model_class(resource_type).model_validate(resource)
+    except ValidationError as exc:
+        fields = sorted({".".join(str(p) for p in e["loc"]) or resource_type for e in exc.errors()})
+        return f"not a valid {resource_type} at {', '.join(fields[:10])}"
+    return None
 
 
 def is_generated_by_ehrflow(resource: dict[str, Any] | None) -> bool:

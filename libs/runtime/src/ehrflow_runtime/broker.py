@@ -13,16 +13,24 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 from opentelemetry.trace import TracerProvider
 
-from ehrflow_runtime.settings import KafkaSettings
+from ehrflow_runtime.consumers import ConsumerErrors
+from ehrflow_runtime.settings import ConsumerPolicy, KafkaSettings
 
 log = logging.getLogger(__name__)
 
 
-def make_broker(kafka: KafkaSettings, *, client_id: str, tracer_provider: TracerProvider | None = None) -> KafkaBroker:
+def make_broker(
+    kafka: KafkaSettings,
+    *,
+    client_id: str,
+    tracer_provider: TracerProvider | None = None,
+    consumer: ConsumerPolicy | None = None,
+) -> KafkaBroker:
     """A broker whose publishes are durable (acks=all) and carry the W3C trace context in Kafka headers.
 
     256 KiB batches with ``linger_ms=0``: the default 16 KiB batch holds only a few FHIR messages and
-    made p99 ~440 ms under load here; lingering in a request path caps throughput (environment.md).
+    made p99 ~440 ms under load here; lingering in a request path caps throughput (docs/benchmarks.md).
+    Every consumer of the broker retries and dead-letters by ``consumer`` (``ehrflow_runtime.consumers``).
     """
     return KafkaBroker(
         kafka.bootstrap_servers,
@@ -31,7 +39,10 @@ def make_broker(kafka: KafkaSettings, *, client_id: str, tracer_provider: Tracer
         enable_idempotence=kafka.enable_idempotence,
         max_batch_size=256 * 1024,
         linger_ms=0,
-        middlewares=[KafkaTelemetryMiddleware(tracer_provider=tracer_provider)],
+        middlewares=[
+            KafkaTelemetryMiddleware(tracer_provider=tracer_provider),
+            ConsumerErrors(consumer or ConsumerPolicy()),
+        ],
         logger=logging.getLogger(f"ehrflow.{client_id}.broker"),
     )
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -24,11 +24,32 @@ class KafkaSettings(BaseModel):
     replication_factor: int = 1
 
 
+class ConsumerPolicy(BaseModel):
+    """How hard a Kafka consumer tries before it dead-letters a record (``ehrflow_runtime.consumers``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attempts: int = Field(
+        default=3, ge=1, description="Tries in all for a record whose handling raised something unexpected."
+    )
+    backoff_s: float = Field(
+        default=1.0, ge=0, description="Pause after the first unexpected failure; doubled after each further one."
+    )
+    max_backoff_s: float = Field(default=30.0, ge=0, description="The longest pause between two tries.")
+    retry_delay_s: float = Field(
+        default=2.0, ge=0, description="Pause before a transient failure (an upstream or Redis down) is redelivered."
+    )
+
+    def backoff(self, failures: int) -> float:
+        return float(min(self.max_backoff_s, self.backoff_s * 2 ** (failures - 1)))
+
+
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EHRFLOW_", env_nested_delimiter="__", extra="ignore")
 
     organizations_file: Path = Field(description="The organization registry (YAML).")
     kafka: KafkaSettings = KafkaSettings()
+    consumer: ConsumerPolicy = ConsumerPolicy()
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     host: str = "127.0.0.1"
     port: int = 8000

@@ -1,8 +1,8 @@
 """Inference's Kafka surface: consumes notification events, publishes drafts and outcomes.
 
 Thin: the work is in ``service.handle``. Delivery is at-least-once (offsets are committed after the
-handler returns); redelivery is harmless because draft ids are derived from their inputs.
-Retryable errors are raised (the record is redelivered after a pause); permanent ones are dead-lettered.
+handler returns); redelivery is harmless because draft ids are derived from their inputs. Errors are
+raised: the broker's middleware (``ehrflow_runtime.consumers``) redelivers, retries or dead-letters.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from faststream.kafka import KafkaBroker
 
 from ehrflow_contracts import DeadLettered, DraftProposed, InferenceOutcome, NotificationReceived, topics
 from ehrflow_inference import service
-from ehrflow_runtime.consumers import retry_or_dead_letter
 from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.organizations import Registry
 
@@ -29,7 +28,6 @@ GROUP_ID = "ehrflow-inference"
 class Deps:
     registry: Registry
     fhir_for: Callable[[str], FhirClient]
-    retry_delay_s: float = 2.0
 
 
 def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> None:
@@ -37,7 +35,8 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> None:
     outcomes = broker.publisher(
         topics.INFERENCE_OUTCOME, schema=InferenceOutcome, description="Events that produced no draft, and why."
     )
-    dead = broker.publisher(topics.DEAD_LETTER, schema=DeadLettered, description="Events inference gave up on.")
+    # Written by the broker's middleware (ehrflow_runtime.consumers); declared here for the AsyncAPI document.
+    broker.publisher(topics.DEAD_LETTER, schema=DeadLettered, description="Events inference gave up on.")
 
     @broker.subscriber(
         topics.NOTIFICATION_RECEIVED,
@@ -53,16 +52,7 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> None:
         if org is None or contract is None:
             return
         key = f"{event.organization_id}|{event.patient or ''}".encode()
-        result = None
-        async with retry_or_dead_letter(
-            message=event,
-            source_topic=topics.NOTIFICATION_RECEIVED,
-            dead_letters=dead,
-            key=key,
-            retry_delay_s=d.retry_delay_s,
-            context={"focus": event.focus and event.focus.reference},
-        ):
-            result = await service.handle(event, contract, d.fhir_for(org.id))
+        result = await service.handle(event, contract, d.fhir_for(org.id))
         if isinstance(result, DraftProposed):
             await drafts.publish(result, key=key)
         elif isinstance(result, InferenceOutcome):

@@ -30,11 +30,11 @@ FEATURE = "news2"
 
 def create_app(settings: InferenceSettings, broker: KafkaBroker | None = None) -> Starlette:
     registry = load_registry(settings.organizations_file)
-    broker = broker or make_broker(settings.kafka, client_id="inference")
+    broker = broker or make_broker(settings.kafka, client_id="inference", consumer=settings.consumer)
     http = make_http_client(settings.auth.timeout_s)
     tokens = TokenClient.configured(http, settings.auth)
     clients = {org.id: FhirClient(http, tokens, org, FEATURE) for org in registry}
-    deps = Deps(registry=registry, fhir_for=clients.__getitem__, retry_delay_s=settings.retry_delay_s)
+    deps = Deps(registry=registry, fhir_for=clients.__getitem__)
     declare(broker, lambda: deps)
 
     @contextlib.asynccontextmanager

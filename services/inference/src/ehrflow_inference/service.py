@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from ehrflow_contracts import DraftProposed, InferenceOutcome, ModelRef, NotificationReceived
-from ehrflow_contracts.fhir import AI_ASSISTED, validate
+from ehrflow_contracts.fhir import AI_ASSISTED, invalid_fields, validate
 from ehrflow_inference import news2
 from ehrflow_inference.vitals import codings, effective_time, latest
 from ehrflow_runtime.organizations import News2Workflow
@@ -95,6 +95,17 @@ async def handle(
     if not event.focus.reference.startswith("Observation/"):
         return None
     trigger = event.resource or await fhir.read(event.focus.reference)
+    # A sender's payload (or an EHR's answer) of the wrong shape is an outcome, not an exception to retry:
+    # checked against the FHIR models before anything reads a field of it.
+    if problem := invalid_fields(trigger, "Observation"):
+        log.info("invalid trigger", extra={"org": event.organization_id, "focus": event.focus.reference})
+        return InferenceOutcome(
+            organization_id=event.organization_id,
+            correlation_id=event.correlation_id,
+            workflow=WORKFLOW,
+            outcome="invalid-input",
+            detail=f"the trigger is {problem}",
+        )
     if not is_trigger(trigger, contract):
         return None
     subject = (trigger.get("subject") or {}).get("reference", "")

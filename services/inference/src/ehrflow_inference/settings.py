@@ -6,4 +6,3 @@ from ehrflow_runtime.settings import AuthClientSettings, CommonSettings
 class InferenceSettings(CommonSettings):
     port: int = 8003
     auth: AuthClientSettings
-    retry_delay_s: float = 2.0

@@ -1,7 +1,8 @@
 """Writeback's Kafka surface: drafts into the review queue; approved decisions into the EHR.
 
 Both consumers are at-least-once with idempotent effects: queueing is set-if-absent, writing is a
-conditional create, and the queue's status transitions are atomic.
+conditional create, and the queue's status transitions are atomic. Errors are raised: the broker's
+middleware (``ehrflow_runtime.consumers``) redelivers, retries or dead-letters.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.publisher import DefaultPublisher
 
 from ehrflow_contracts import DeadLettered, DraftProposed, ReviewDecided, WritebackCompleted, topics
-from ehrflow_runtime.consumers import retry_or_dead_letter
+from ehrflow_runtime.errors import PermanentError
 from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_writeback.queue import ReviewQueue
 from ehrflow_writeback.writer import write_approved
@@ -32,7 +33,6 @@ AUTO_REVIEWER = "Device/ehrflow-auto-approval"
 class Deps:
     queue: ReviewQueue
     fhir_for: Callable[[str], FhirClient]
-    retry_delay_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,7 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> Publishers:
             schema=WritebackCompleted,
             description="Results of writing approved drafts to the EHR.",
         ),
+        # Written by the broker's middleware (ehrflow_runtime.consumers); declared for the AsyncAPI document.
         dead=broker.publisher(topics.DEAD_LETTER, schema=DeadLettered, description="Decisions writeback gave up on."),
     )
 
@@ -103,30 +104,21 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> Publishers:
         elif queued.status != "approved":
             return  # already written, or rejected: nothing to do on redelivery
         key = f"{org}|{queued.draft.patient}".encode()
-        written = None
-        async with retry_or_dead_letter(
-            message=decision,
-            source_topic=topics.REVIEW_DECIDED,
-            dead_letters=pubs.dead,
-            key=key,
-            retry_delay_s=d.retry_delay_s,
-            context={"draft_id": decision.draft_id},
-        ) as failure:
+        try:
             written = await write_approved(d.fhir_for(org), queued.draft, decision.reviewer, decision.decided_at)
-        if written is None:
-            detail = failure.error or "not written"
-            await d.queue.transition(org, decision.draft_id, "approved", "failed", detail=detail)
+        except PermanentError as exc:  # the EHR refused it: say so, then let the middleware dead-letter it
+            await d.queue.transition(org, decision.draft_id, "approved", "failed", detail=str(exc))
             await pubs.completions.publish(
                 WritebackCompleted(
                     organization_id=org,
                     correlation_id=decision.correlation_id,
                     draft_id=decision.draft_id,
                     status="failed",
-                    detail=detail,
+                    detail=str(exc),
                 ),
                 key=key,
             )
-            return
+            raise
         await d.queue.transition(
             org,
             decision.draft_id,

@@ -34,7 +34,7 @@ FEATURE = "news2"
 
 def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -> Starlette:
     registry = load_registry(settings.organizations_file)
-    broker = broker or make_broker(settings.kafka, client_id="writeback")
+    broker = broker or make_broker(settings.kafka, client_id="writeback", consumer=settings.consumer)
     redis = make_redis(settings.redis_url.get_secret_value())
     http = make_http_client(settings.auth.timeout_s)
     credential = read_secret_file(settings.auth.credential_file)
@@ -52,7 +52,7 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
         credential=credential,
     )
     queue = ReviewQueue(redis)
-    deps = Deps(queue=queue, fhir_for=clients.__getitem__, retry_delay_s=settings.retry_delay_s)
+    deps = Deps(queue=queue, fhir_for=clients.__getitem__)
     publishers = declare(broker, lambda: deps)
     review = ReviewContext(
         registry=registry, queue=queue, publishers=publishers, publish_timeout_s=settings.kafka.publish_timeout_s

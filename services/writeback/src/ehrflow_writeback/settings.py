@@ -6,4 +6,3 @@ from ehrflow_runtime.settings import AuthClientSettings, CommonSettings
 class WritebackSettings(CommonSettings):
     port: int = 8004
     auth: AuthClientSettings
-    retry_delay_s: float = 2.0
