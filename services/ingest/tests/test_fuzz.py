@@ -1,4 +1,4 @@
-"""Fuzzing ingest's webhook (hypothesis): no body, header or path makes it answer 500 (issue 4)."""
+"""Fuzzing ingest's webhook (hypothesis): no body, header or path makes it answer 500."""
 
 from __future__ import annotations
 
@@ -52,10 +52,60 @@ notification_like = st.builds(
     ),
     st.lists(st.fixed_dictionaries({}, optional={"resource": json_values, "fullUrl": json_values}), max_size=3),
 )
+
+VALID = [
+    samples.r4_backport(),
+    samples.r4_backport("handshake"),
+    samples.subscription_status_bundle(),
+    samples.subscription_status_bundle(r5=True),
+    samples.observation(),
+    {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": samples.observation()}]},
+]
+"""Every shape ingest accepts, each valid as it stands."""
+
+WRONG_TYPES = st.sampled_from([{"reference": "Patient/1"}, ["Patient/1"], 7, 1.5, True, None, "", "x", {}, []])
+"""A value of another JSON type than the one FHIR puts there: an object for a string, a list for an object…"""
+
+
+def _places(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a JSON document (the paths to each object member and list item)."""
+    found = [path] if path else []
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            found += _places(inner, (*path, key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            found += _places(inner, (*path, index))
+    return found
+
+
+def _replaced(document: Any, path: tuple[Any, ...], new: Any) -> Any:
+    copy = json.loads(json.dumps(document))
+    target = copy
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = new
+    return copy
+
+
+@st.composite
+def wrong_type_inside(draw: st.DrawFn) -> Any:
+    """A valid notification with one to three of its values (a reference, a counter, a meta, an entry…)
+    swapped for a value of the wrong JSON type: the shapes that raised TypeError/AttributeError as 500."""
+    document = draw(st.sampled_from(VALID))
+    for _ in range(draw(st.integers(1, 3))):
+        places = _places(document)
+        if not places:
+            break
+        document = _replaced(document, draw(st.sampled_from(places)), draw(WRONG_TYPES | json_values))
+    return document
+
+
 bodies = (
     st.binary(max_size=300)
     | json_values.map(lambda v: json.dumps(v).encode())
     | notification_like.map(lambda v: json.dumps(v).encode())
+    | wrong_type_inside().map(lambda v: json.dumps(v).encode())
     | st.just(json.dumps(samples.r4_backport()).encode())
 )
 content_types = st.sampled_from(
@@ -99,6 +149,32 @@ def test_any_body_gets_a_precise_answer(
 ) -> None:
     headers = {"Content-Type": content_type, **({WEBHOOK_HEADER: app[2]} if authenticated else {})}
     assert _status(app, "POST", "/v1/notify/org1", body, headers) in ANSWERS
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=wrong_type_inside())
+def test_valid_notifications_with_a_wrong_type_inside_get_a_precise_answer(
+    app: tuple[Any, MemorySink, str], body: Any
+) -> None:
+    """A focus or subscription ``reference`` that is an object, a number or a list answered 500."""
+    headers = {"Content-Type": "application/fhir+json", WEBHOOK_HEADER: app[2]}
+    assert _status(app, "POST", "/v1/notify/org1", json.dumps(body).encode(), headers) in ANSWERS
+
+
+@pytest.mark.parametrize("reference", [{"reference": "Patient/1"}, 7, ["Observation/1"]])
+@pytest.mark.parametrize("where", ["focus", "subscription"])
+def test_a_reference_of_the_wrong_type_is_not_a_500(
+    app: tuple[Any, MemorySink, str], reference: Any, where: str
+) -> None:
+    """The four cases an outside review reproduced with a valid secret, kept as plain examples."""
+    body = samples.subscription_status_bundle()
+    status = body["entry"][0]["resource"]
+    if where == "focus":
+        status["notificationEvent"][0]["focus"] = {"reference": reference}
+    else:
+        status["subscription"] = {"reference": reference}
+    headers = {"Content-Type": "application/fhir+json", WEBHOOK_HEADER: app[2]}
+    assert _status(app, "POST", "/v1/notify/org1", json.dumps(body).encode(), headers) in {200, 400}
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -53,5 +53,8 @@ def invalid_fields(resource: Any, resource_type: str) -> str | None:
 
 
 def is_generated_by_ehrflow(resource: dict[str, Any] | None) -> bool:
-    tags = ((resource or {}).get("meta") or {}).get("tag") or []
-    return any(t.get("system") == SYSTEM_TAG and t.get("code") == TAG_GENERATED for t in tags)
+    meta = resource.get("meta") if isinstance(resource, dict) else None
+    tags = meta.get("tag") if isinstance(meta, dict) else None
+    return isinstance(tags, list) and any(
+        isinstance(t, dict) and t.get("system") == SYSTEM_TAG and t.get("code") == TAG_GENERATED for t in tags
+    )

@@ -88,13 +88,15 @@ def _value(param: dict[str, Any]) -> Any:
 def _ref_text(value: Any) -> str | None:
     """A reference given as valueReference, valueString, valueUri or valueCanonical."""
     if isinstance(value, dict):
-        return value.get("reference") or _identifier_text(value.get("identifier"))
+        reference = value.get("reference")
+        return reference if isinstance(reference, str) and reference else _identifier_text(value.get("identifier"))
     return value if isinstance(value, str) else None
 
 
 def _identifier_text(identifier: Any) -> str | None:
-    if isinstance(identifier, dict) and identifier.get("value"):
-        return f"{identifier.get('system', '')}|{identifier['value']}"
+    if isinstance(identifier, dict) and isinstance(identifier.get("value"), str) and identifier["value"]:
+        system = identifier.get("system")
+        return f"{system if isinstance(system, str) else ''}|{identifier['value']}"
     return None
 
 
@@ -227,8 +229,9 @@ def _hashed(org_id: str, basis: str) -> str:
 
 def resource_version(event: ParsedEvent) -> str | None:
     """The focus resource's version: ``meta.versionId`` of the included resource, or ``…/_history/N``."""
-    if event.resource:
-        version = (event.resource.get("meta") or {}).get("versionId")
+    meta = event.resource.get("meta") if event.resource else None
+    if isinstance(meta, dict):
+        version = meta.get("versionId")
         if isinstance(version, str) and version:
             return version
     original = event.focus_original or ""

@@ -11,13 +11,18 @@ _TYPE_ID = re.compile(
 """``Type/id`` at the end of a reference; ids ``.`` and ``..`` are not ids (they climb a path)."""
 
 
-@lru_cache(maxsize=8192)
-def normalize(reference: str | None) -> str | None:
+def normalize(reference: object) -> str | None:
     """``Encounter/1``, ``https://h/fhir/Encounter/1`` and ``…/Encounter/1/_history/2`` → ``Encounter/1``.
 
-    ``urn:uuid:…`` and identifier-only references have no ``Type/id``: None (the original is kept).
-    Cached: a notification names its subscription and patient again and again.
+    ``urn:uuid:…`` and identifier-only references have no ``Type/id``: None (the original is kept), and so
+    has anything that is not a string (a sender's object, number or list where a reference belongs).
     """
+    return _normalize(reference) if isinstance(reference, str) else None
+
+
+@lru_cache(maxsize=8192)
+def _normalize(reference: str) -> str | None:
+    """Cached: a notification names its subscription and patient again and again."""
     if not reference or reference.startswith(("urn:", "#")):
         return None
     match = _TYPE_ID.search(reference.split("?", 1)[0])
@@ -28,7 +33,7 @@ def patient_of(resource: dict | None) -> str | None:  # type: ignore[type-arg]
     """The patient a resource is about: itself, or its ``subject``/``patient`` reference."""
     if not resource:
         return None
-    if resource.get("resourceType") == "Patient" and resource.get("id"):
+    if resource.get("resourceType") == "Patient" and isinstance(resource.get("id"), str) and resource["id"]:
         return f"Patient/{resource['id']}"
     for field in ("subject", "patient", "beneficiary"):
         ref = normalize((resource.get(field) or {}).get("reference")) if isinstance(resource.get(field), dict) else None
