@@ -43,6 +43,23 @@ def test_the_same_event_twice_is_published_once(stack: Stack) -> None:
     assert len(events) == 1
 
 
+def test_one_event_listed_twice_in_one_notification_is_published_once(stack: Stack) -> None:
+    """The second listing used to claim the key its first listing had just claimed pending: 503, forever."""
+    assert stack.config and stack.broker
+    marker = f"twice-{uuid.uuid4().hex[:8]}"
+    headers = {"Content-Type": "application/fhir+json", WEBHOOK_HEADER: stack.config.webhook_secret("org1")}
+    twice = [(5, samples.observation(marker)), (5, samples.observation(marker))]
+    body = json.dumps(samples.r4_backport(events=twice, subscription=marker))
+    answer = httpx.post(f"{stack.urls['ingest']}/v1/notify/org1", content=body, headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+    events = [
+        e
+        for e in read_topic(stack.broker.url, topics.NOTIFICATION_RECEIVED)
+        if (e.get("focus") or {}).get("reference") == f"Observation/{marker}"
+    ]
+    assert len(events) == 1
+
+
 @pytest.fixture()
 async def dedupe(stack: Stack) -> AsyncIterator[Dedupe]:
     assert stack.redis

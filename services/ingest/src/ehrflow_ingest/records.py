@@ -54,13 +54,20 @@ def bus_records(
     org: Organization, note: ParsedNotification, raw: bytes, *, scope: str = "", recovered: bool = False
 ) -> tuple[list[tuple[ParsedEvent, NotificationReceived]], dict[str, str], list[ParsedEvent]]:
     """Bus records (with the parsed event each came from), their aliases, and the echoes left out.
-    ``scope`` names the subscription (``tracking_store.tracking_key``) for version-based keys."""
+    ``scope`` names the subscription (``tracking_store.tracking_key``) for version-based keys.
+
+    An event listed twice in one notification (same dedupe key) is one record: claimed twice in one
+    call, its second claim would find its own pending claim and answer 503 on every retry."""
     records, aliases, echoes = [], {}, []
+    keys: set[str] = set()
     for index, event in enumerate(note.events):
         if is_generated_by_ehrflow(event.resource):
             echoes.append(event)
             continue
         key = dedupe_key(org.id, note, event, raw, index, scope)
+        if key in keys:
+            continue
+        keys.add(key)
         if alias := alias_of(org.id, event, key, scope):
             aliases[key] = alias
         records.append((event, normalized(org, note, event, key, recovered=recovered)))
