@@ -164,7 +164,8 @@ async def test_poison_drafts_and_decisions_are_dead_lettered_and_those_behind_th
         by_topic = {letter["source_topic"]: letter for letter in letters}
         assert by_topic[topics.DRAFT_PROPOSED]["error"].startswith("data does not validate as ")
         decided = by_topic[topics.REVIEW_DECIDED]
-        assert decided["error"].startswith("AttributeError at writer.py:") and decided["error"].endswith("after 3 attempts")
+        assert decided["error"].startswith("AttributeError at writer.py:")
+        assert decided["error"].endswith("after 3 attempts")
         assert decided["payload"]["record"]["draft_id"] == broken.draft_id
         assert len(letters) == 2, "each poison record is dead-lettered once"
     finally:
