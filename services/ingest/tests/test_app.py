@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -124,7 +125,23 @@ async def test_unparseable_json_is_400_and_quarantined(client: Client) -> None:
     assert "not valid JSON" in response.json()["issue"][0]["diagnostics"]
     [kept] = client.published[topics.NOTIFICATION_QUARANTINED]
     assert base64.b64decode(kept["body_base64"]) == raw and kept["organization_id"] == "org1"
+    assert (kept["body_bytes"], kept["truncated"]) == (len(raw), False)
     assert client.published[topics.NOTIFICATION_RECEIVED] == []
+
+
+async def test_an_ids_only_organization_quarantines_size_and_hash_not_the_body(client: Client) -> None:
+    raw = b'{"resourceType": "Patient", "name": [{"family": "Doe"'
+    assert (await client.post("org2", None, raw=raw)).status_code == 400
+    [kept] = client.published[topics.NOTIFICATION_QUARANTINED]
+    assert kept["body_base64"] is None
+    assert (kept["body_bytes"], kept["body_sha256"]) == (len(raw), hashlib.sha256(raw).hexdigest())
+
+
+def test_limits_that_cannot_fit_on_the_bus_stop_ingest_at_start_up(config) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match="must be at most kafka.max_message_bytes"):
+        IngestSettings(organizations_file=config.organizations_file, max_body_bytes=16 * 1024 * 1024)
+    with pytest.raises(ValueError, match="must be at most kafka.max_message_bytes"):
+        IngestSettings(organizations_file=config.organizations_file, kafka={"max_message_bytes": 4 * 1024 * 1024})
 
 
 async def test_a_body_that_starts_with_a_utf8_byte_order_mark_is_read(client: Client) -> None:

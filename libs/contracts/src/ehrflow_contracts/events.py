@@ -61,12 +61,19 @@ class SubscriptionSignal(Envelope):
 
 
 class NotificationQuarantined(Envelope):
-    """Input ingest could not accept, kept verbatim for inspection (may contain PHI: restrict the topic)."""
+    """Input ingest could not accept, kept for inspection (may contain PHI: restrict the topic)."""
 
     reason: str = Field(description="Why it was rejected (the OperationOutcome diagnostics).")
     path: str
     content_type: str | None = None
-    body_base64: str = Field(description="The raw request body, base64-encoded.")
+    body_base64: str | None = Field(
+        default=None,
+        description="The raw request body, base64-encoded: its first `quarantine_max_bytes` when it is larger "
+        "(`truncated`), and none for an organization that keeps ids only on the bus.",
+    )
+    body_bytes: int = Field(default=0, description="The whole body's size.")
+    body_sha256: str = Field(default="", description="SHA-256 (hex) of the whole body, to match the sender's copy.")
+    truncated: bool = Field(default=False, description="`body_base64` holds only the start of the body.")
 
 
 class ModelRef(BaseModel):

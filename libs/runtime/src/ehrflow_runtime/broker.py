@@ -38,6 +38,7 @@ def make_broker(
         acks="all",
         enable_idempotence=kafka.enable_idempotence,
         max_batch_size=256 * 1024,
+        max_request_size=kafka.max_message_bytes,
         linger_ms=0,
         middlewares=[
             KafkaTelemetryMiddleware(tracer_provider=tracer_provider),
@@ -58,10 +59,20 @@ async def ensure_topics(kafka: KafkaSettings, topics: Iterable[str]) -> None:
         missing = [t for t in topics if t not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):  # another replica created it first
-                await admin.create_topics([NewTopic(t, kafka.partitions, kafka.replication_factor) for t in missing])
+                await admin.create_topics([new_topic(kafka, t) for t in missing])
             log.info("created topics", extra={"count": len(missing)})
     finally:
         await admin.close()
+
+
+def new_topic(kafka: KafkaSettings, name: str) -> NewTopic:
+    """A topic as ehrflow creates it: records up to ``max_message_bytes`` (Kafka's default is 1 MiB)."""
+    return NewTopic(
+        name,
+        kafka.partitions,
+        kafka.replication_factor,
+        topic_configs={"max.message.bytes": str(kafka.max_message_bytes)},
+    )
 
 
 async def broker_ready(broker: KafkaBroker, timeout: float = 2.0) -> bool:

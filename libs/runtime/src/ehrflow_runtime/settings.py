@@ -22,6 +22,13 @@ class KafkaSettings(BaseModel):
     create_topics: bool = Field(default=True, description="Create missing topics at start-up.")
     partitions: int = 6
     replication_factor: int = 1
+    max_message_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="The largest record ehrflow writes: the producers' request limit, and `max.message.bytes` of "
+        "the topics ehrflow creates. The brokers' own `message.max.bytes` (and `replica.fetch.max.bytes`) must "
+        "allow it too, and topics made by a platform need the same `max.message.bytes`.",
+    )
 
 
 class ConsumerPolicy(BaseModel):

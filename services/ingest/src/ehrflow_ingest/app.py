@@ -14,6 +14,7 @@ same routes are mounted.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import time
 from collections.abc import Mapping
@@ -99,6 +100,7 @@ class IngestContext:
     recorder: Recorder
     max_body_bytes: int
     tracker: Tracker
+    quarantine_max_bytes: int = 256 * 1024
 
 
 def _parse(delivery: Delivery, raw: bytes, content_type: str) -> ParsedNotification:
@@ -222,13 +224,18 @@ class Webhook:
     async def _reject(self, delivery: Delivery, raw: bytes, content_type: str, reason: str) -> Answer:
         """400 with a precise reason; the raw bytes go to the quarantine topic first (nothing is lost)."""
         org_id = delivery.org_id
+        org = self._ctx.registry.get(org_id)
+        keep = self._ctx.quarantine_max_bytes if org is not None and org.ingest.keep_resources else 0
         quarantined = NotificationQuarantined(
             organization_id=org_id,
             correlation_id=org_id,
             reason=reason,
             path=delivery.path,
             content_type=content_type or None,
-            body_base64=base64.b64encode(raw).decode(),
+            body_base64=base64.b64encode(raw[:keep]).decode() if keep else None,
+            body_bytes=len(raw),
+            body_sha256=hashlib.sha256(raw).hexdigest(),
+            truncated=0 < keep < len(raw),
         )
         try:
             await self._ctx.recorder.quarantine(quarantined)

@@ -61,6 +61,7 @@ def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
         secrets=SenderSecrets(list(registry)),
         recorder=recorder,
         max_body_bytes=settings.max_body_bytes,
+        quarantine_max_bytes=settings.quarantine_max_bytes,
         tracker=tracker,
     )
     http = make_http_client(settings.auth.timeout_s if settings.auth else 10.0)

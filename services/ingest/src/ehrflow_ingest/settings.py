@@ -1,13 +1,21 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ehrflow_runtime.settings import AuthClientSettings, CommonSettings
+
+RECORD_OVERHEAD = 256 * 1024
+"""Room left in a record for the envelope around a notification's resource (ids, references, headers)."""
 
 
 class IngestSettings(CommonSettings):
     port: int = 8002
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
+    quarantine_max_bytes: int = Field(
+        default=256 * 1024,
+        ge=0,
+        description="How much of a rejected body the quarantine record keeps (its size and SHA-256 are always kept).",
+    )
     public_url: str | None = Field(
         default=None,
         description="Where EHRs reach ingest (`https://ehrflow.example.org/ingest`). Needed by the subscription "
@@ -25,3 +33,17 @@ class IngestSettings(CommonSettings):
     recovery_overlap_s: float = Field(
         default=60.0, ge=0, description="Searches start this much before the last event seen (clock skew)."
     )
+
+    @model_validator(mode="after")
+    def _records_fit_on_the_bus(self) -> IngestSettings:
+        """An accepted body becomes records of about its size plus an envelope; a rejected one a quarantine
+        record of at most ``quarantine_max_bytes`` (base64: 4/3 of it). Both must fit under the broker's
+        record limit, or a valid notification would get 503 for ever."""
+        room = self.kafka.max_message_bytes - RECORD_OVERHEAD
+        if self.max_body_bytes > room or self.quarantine_max_bytes * 4 // 3 > room:
+            raise ValueError(
+                f"max_body_bytes ({self.max_body_bytes}) and 4/3 of quarantine_max_bytes "
+                f"({self.quarantine_max_bytes}) must be at most kafka.max_message_bytes "
+                f"({self.kafka.max_message_bytes}) less {RECORD_OVERHEAD} bytes for the record's envelope"
+            )
+        return self

@@ -56,6 +56,7 @@ class KafkaSink:
             acks="all",
             enable_idempotence=self._kafka.enable_idempotence,
             max_batch_size=256 * 1024,  # see ehrflow_runtime.broker.make_broker
+            max_request_size=self._kafka.max_message_bytes,  # aiokafka's default (1 MiB) refuses larger records
             linger_ms=0,
             partitioner=partition,  # Kafka's default partitioner, in less Python (ehrflow_ingest.partitioner)
         )
