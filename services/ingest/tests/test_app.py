@@ -18,9 +18,9 @@ from ehrflow_contracts.fhir import SYSTEM_TAG, TAG_GENERATED
 from ehrflow_devstack import samples
 from ehrflow_devstack.config import WEBHOOK_HEADER, generate, write_registry
 from ehrflow_devstack.memory_sink import MemorySink
-from ehrflow_ingest import classic
+from ehrflow_ingest import classic, limits
 from ehrflow_ingest.main import create_app
-from ehrflow_ingest.notifications import NotificationError
+from ehrflow_ingest.notifications import NotificationError, parse_topic_notification
 from ehrflow_ingest.settings import IngestSettings
 
 
@@ -262,6 +262,28 @@ def test_a_classic_path_whose_id_is_dots_is_refused(rid: str) -> None:
     """httpx resolves such a path before sending; a sender that does not reaches ``at_path`` with it."""
     with pytest.raises(NotificationError, match="is not a FHIR Type/id"):
         classic.at_path("DELETE", "Observation", rid, None)
+
+
+async def test_one_included_resource_named_by_many_events_is_413_and_publishes_nothing(client: Client) -> None:
+    """Each event's record carries a copy of its focus: a 0.52 MB body made 402 MB of records. Here the
+    body limit is 64 KiB: a 20 KB Observation named by 10 events would put 200 KB on the bus."""
+    big = samples.observation("big")
+    big["note"] = [{"text": "x" * 20_000}]
+    body = samples.r4_backport(events=[(n, big) for n in range(1, 11)])
+    body["entry"] = body["entry"][:2]  # the resource is included once
+    response = await client.post("org1", body)
+    assert response.status_code == 413
+    diagnostics = response.json()["issue"][0]["diagnostics"]
+    assert "would copy" in diagnostics and f"at most {64 * 1024} are accepted" in diagnostics
+    assert client.published[topics.NOTIFICATION_RECEIVED] == []
+
+
+def test_a_notification_listing_more_events_than_the_limit_is_too_costly() -> None:
+    events = [(n, samples.observation(f"o{n}")) for n in range(1, 1002)]
+    note = parse_topic_notification(samples.r4_backport(content="id-only", events=events))
+    with pytest.raises(limits.TooCostly, match="^the notification lists 1001 events; at most 1000 are accepted$"):
+        limits.check(note, max_events=1000, max_bus_bytes=8 * 1024 * 1024)
+    limits.check(note, max_events=1001, max_bus_bytes=8 * 1024 * 1024)
 
 
 async def test_ids_only_organization_keeps_resources_off_the_bus(client: Client) -> None:

@@ -138,3 +138,33 @@ def test_search_params_replace_paging_and_time_but_keep_the_criteria() -> None:
         ("_sort", "_lastUpdated"),
         ("_count", "100"),
     ]
+
+
+async def test_every_events_call_counts_against_the_budget_and_the_rest_wait(
+    organization: Organization, published: tuple[Recorder, list[dict[str, Any]]]
+) -> None:
+    """One recovery of 300 gaps sent 300 ``$events`` requests while the rate limit counted one."""
+    recorder, seen = published
+    ehr = EventsEhr(base=organization.fhir_base_url)
+    recovery = Recovery(lambda _: ehr.client(organization, "subscriptions", "ingest"), recorder)
+    gaps = [Gap(first=n, last=n, opened_at=0) for n in range(2, 602, 2)]
+    result = await recovery.gaps(organization, tracked(), gaps, budget=12)
+    assert len([r for r in ehr.requests if r.url.path.endswith("$events")]) == 12
+    assert (result.requests, result.gaps, result.complete) == (12, tuple(gaps[:12]), False)
+    assert len(seen) == 12
+
+
+async def test_search_pages_and_the_criteria_read_count_against_the_budget(
+    organization: Organization, published: tuple[Recorder, list[dict[str, Any]]]
+) -> None:
+    recorder, _ = published
+    ehr = EventsEhr(base=organization.fhir_base_url)
+    ehr.add({"resourceType": "Subscription", "id": "s1", "criteria": "Observation?code=x"})
+    for n in range(5):
+        ehr.add(samples.observation(f"o{n}"))
+    recovery = Recovery(lambda _: ehr.client(organization, "subscriptions", "ingest"), recorder)
+    spent = await recovery.search(organization, tracked(), since=0, budget=1)
+    assert [r.url.path for r in ehr.requests if r.url.path.startswith("/fhir/")] == ["/fhir/Subscription/s1"]
+    assert (spent.requests, spent.complete, spent.published) == (1, False, 0)  # the read took the whole budget
+    done = await recovery.search(organization, tracked(), since=0, budget=2)
+    assert (done.requests, done.complete, done.published) == (2, True, 5)  # the read, and one page

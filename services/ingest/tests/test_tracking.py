@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from ehrflow_ingest.tracking import Seen, SubscriptionState, due, instant, iso, observe
+from ehrflow_ingest.tracking import MAX_GAPS, Gap, Seen, SubscriptionState, due, instant, iso, merged, observe
 
 
 def state() -> SubscriptionState:
@@ -200,3 +200,33 @@ def test_open_gaps_are_exactly_the_numbers_revealed_and_not_yet_seen(
     assert s.highest == highest
     open_numbers = [n for g in s.gaps for n in range(g.first, g.last + 1)]
     assert sorted(open_numbers) == sorted(set(range(1, highest + 1)) - events)
+
+
+def test_a_sender_skipping_every_other_number_cannot_grow_the_open_gaps_without_end() -> None:
+    """Odd numbers only (1, 3, 5 …) opened a gap per event: 20,000 of them in one record read and rewritten
+    on every notification. Beyond MAX_GAPS the closest neighbours merge into ranges that still cover every
+    missing number."""
+    s = state()
+    observe(s, event(1), now=1.0)
+    odd = tuple(range(3, 2 * 1000, 2))
+    findings = observe(
+        s,
+        Seen(notification_type="event-notification", counter=odd[-1], numbers=odd, carried=len(odd)),
+        now=2.0,
+    )
+    assert len(findings.gaps) == len(odd)  # what this notification revealed, reported (once: tracker.report)
+    assert len(s.gaps) == MAX_GAPS
+    missing = {n for n in range(2, odd[-1]) if n % 2 == 0}
+    assert all(any(g.first <= n <= g.last for g in s.gaps) for n in missing)
+    assert [g.first for g in s.gaps] == sorted(g.first for g in s.gaps)
+    assert all(a.last < b.first for a, b in zip(s.gaps, s.gaps[1:], strict=False))
+
+
+def test_merging_joins_the_closest_neighbours_and_keeps_the_earliest_times() -> None:
+    gaps = [
+        Gap(first=2, last=2, opened_at=5, since=1),
+        Gap(first=4, last=4, opened_at=3, since=2),
+        Gap(first=100, last=110, opened_at=1, since=3),
+    ]
+    assert [(g.first, g.last, g.opened_at, g.since) for g in merged(gaps, 2)] == [(2, 4, 3, 1), (100, 110, 1, 3)]
+    assert merged(gaps, 3) == gaps

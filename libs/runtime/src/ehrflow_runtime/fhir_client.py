@@ -70,13 +70,13 @@ class FhirClient:
 
     async def search_all(
         self, resource_type: str, params: list[tuple[str, str]], *, max_pages: int
-    ) -> tuple[list[dict[str, Any]], bool]:
+    ) -> tuple[list[dict[str, Any]], bool, int]:
         """Every page of a search, following ``next`` links (only under this organization's base), up to
-        ``max_pages``. Returns the matches and whether the search was complete."""
+        ``max_pages``. Returns the matches, whether the search was complete, and the pages fetched."""
         found: list[dict[str, Any]] = []
         path: str | None = resource_type
         query: list[tuple[str, str]] | None = params
-        for _ in range(max_pages):
+        for page in range(1, max_pages + 1):
             assert path is not None
             bundle = await self._json("GET", path, params=query)
             found += [
@@ -87,8 +87,8 @@ class FhirClient:
             path = next((link.get("url") for link in bundle.get("link", []) if link.get("relation") == "next"), None)
             query = None
             if not path:
-                return found, True
-        return found, False
+                return found, True, page
+        return found, False, max_pages
 
     async def update(self, resource: dict[str, Any]) -> dict[str, Any]:
         """PUT a resource at its id."""

@@ -158,7 +158,10 @@ class Ingest(_Strict):
         "and `none` do not, so only silences and pings lead to recovery.",
     )
     recovery_per_minute: int = Field(
-        default=12, ge=1, description="At most this many recovery queries per minute against this EHR."
+        default=60,
+        ge=1,
+        description="At most this many recovery requests per minute against this EHR: each `$events` call, "
+        "each search page and each read of a subscription's criteria counts.",
     )
 
     @model_validator(mode="after")

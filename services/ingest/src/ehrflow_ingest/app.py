@@ -31,7 +31,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from ehrflow_contracts import NotificationQuarantined, SubscriptionSignal
-from ehrflow_ingest import classic
+from ehrflow_ingest import classic, limits
 from ehrflow_ingest.metrics import ECHOES, latency, received
 from ehrflow_ingest.notifications import NotificationError, ParsedNotification, parse_topic_notification
 from ehrflow_ingest.recording import BrokerUnavailable, InFlight, Recorder
@@ -101,6 +101,7 @@ class IngestContext:
     max_body_bytes: int
     tracker: Tracker
     quarantine_max_bytes: int = 256 * 1024
+    max_events: int = 1000
 
 
 def _parse(delivery: Delivery, raw: bytes, content_type: str) -> ParsedNotification:
@@ -177,6 +178,11 @@ class Webhook:
             return outcome(404, "not-found", "no subscription of this name is declared")
         try:
             note = _parse(delivery, raw, content_type)
+            limits.check(note, max_events=ctx.max_events, max_bus_bytes=ctx.max_body_bytes)
+        except limits.TooCostly as exc:
+            received(org_id, "too-costly").inc()
+            log.warning("notification refused: too costly", extra={"org": org_id, "events": len(note.events)})
+            return outcome(413, "too-costly", str(exc))
         except NotificationError as exc:
             return await self._reject(delivery, raw, content_type, str(exc))
         try:

@@ -62,6 +62,7 @@ def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
         recorder=recorder,
         max_body_bytes=settings.max_body_bytes,
         quarantine_max_bytes=settings.quarantine_max_bytes,
+        max_events=settings.max_events_per_notification,
         tracker=tracker,
     )
     http = make_http_client(settings.auth.timeout_s if settings.auth else 10.0)

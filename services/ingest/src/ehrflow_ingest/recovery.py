@@ -49,6 +49,10 @@ class Recovered:
     complete: bool
     newest: float | None
     """The newest ``meta.lastUpdated`` among what was found: the next search starts there."""
+    requests: int = 0
+    """FHIR requests made: each counts against the organization's ``recovery_per_minute``."""
+    gaps: tuple[Gap, ...] = ()
+    """The gaps this recovery covered; others (over the budget) stay open for the next pass."""
 
 
 def criteria_of(subscription: dict[str, Any]) -> str | None:
@@ -122,23 +126,36 @@ class Recovery:
         self._clock = clock
         self._no_events_operation: set[str] = set()
 
-    async def gaps(self, org: Organization, state: SubscriptionState, gaps: Sequence[Gap]) -> Recovered:
-        """Recover numbered gaps: ``$events`` when offered, else a search since the last event before them."""
+    def most_requests(self, gaps: int) -> int:
+        """The most FHIR requests one recovery of ``gaps`` gaps (0: a sweep) may make: one ``$events`` per
+        gap, or the subscription's criteria and the pages of a search."""
+        return gaps + 1 + self._max_pages
+
+    async def gaps(
+        self, org: Organization, state: SubscriptionState, gaps: Sequence[Gap], *, budget: int | None = None
+    ) -> Recovered:
+        """Recover numbered gaps: ``$events`` when offered, else a search since the last event before them.
+        ``budget`` bounds the FHIR requests made (one per ``$events`` gap, one per search page)."""
         if state.subscription and org.id not in self._no_events_operation:
             try:
-                return await self._events_operation(org, state, gaps)
+                return await self._events_operation(org, state, gaps, budget)
             except UpstreamRejected as exc:
                 if exc.status not in NO_EVENTS_OPERATION:
                     raise
                 self._no_events_operation.add(org.id)
                 log.info("the EHR does not offer $events; recovering by search", extra={"org": org.id})
+                budget = None if budget is None else budget - 1
         since = min((g.since for g in gaps if g.since is not None), default=state.last_event_at)
-        return await self.search(org, state, since if since is not None else self._clock() - 3600)
+        found = await self.search(org, state, since if since is not None else self._clock() - 3600, budget=budget)
+        return Recovered(found.published, found.complete, found.newest, found.requests, tuple(gaps))
 
-    async def _events_operation(self, org: Organization, state: SubscriptionState, gaps: Sequence[Gap]) -> Recovered:
+    async def _events_operation(
+        self, org: Organization, state: SubscriptionState, gaps: Sequence[Gap], budget: int | None
+    ) -> Recovered:
         fhir = self._fhir_for(org.id)
         published = 0
-        for gap in gaps:
+        todo = tuple(gaps if budget is None else gaps[: max(0, budget)])
+        for gap in todo:
             bundle = await fhir.read(
                 f"{state.subscription}/$events?eventsSinceNumber={gap.first}&eventsUntilNumber={gap.last}"
             )
@@ -150,15 +167,21 @@ class Recovery:
             records, aliases, _ = bus_records(org, note, b"", scope=state.key, recovered=True)
             recorded = await self._recorder.events(org.id, [r for _, r in records], aliases, kind="recovered")
             published += len(recorded.published)
-        RECOVERIES.labels(org.id, "$events", "ok").inc()
+        RECOVERIES.labels(org.id, "$events", "ok" if len(todo) == len(gaps) else "partial").inc()
         RECOVERED.labels(org.id).inc(published)
-        return Recovered(published, True, None)
+        return Recovered(published, len(todo) == len(gaps), None, len(todo), todo)
 
-    async def search(self, org: Organization, state: SubscriptionState, since: float) -> Recovered:
-        """Publish everything the subscription's criteria match that changed since ``since`` (less the overlap)."""
-        criteria = await self._criteria(org, state)
+    async def search(
+        self, org: Organization, state: SubscriptionState, since: float, *, budget: int | None = None
+    ) -> Recovered:
+        """Publish everything the subscription's criteria match that changed since ``since`` (less the overlap),
+        in at most ``budget`` FHIR requests (reading the subscription's criteria counts as one)."""
+        criteria, asked = await self._criteria(org, state)
+        pages = self._max_pages if budget is None else min(self._max_pages, budget - asked)
+        if pages <= 0:
+            return Recovered(0, False, None, asked)
         resource_type, params = search_params(criteria, since - self._overlap, page_size=self._page_size)
-        resources, complete = await self._fhir_for(org.id).search_all(resource_type, params, max_pages=self._max_pages)
+        resources, complete, fetched = await self._fhir_for(org.id).search_all(resource_type, params, max_pages=pages)
         wanted = [r for r in resources if not is_generated_by_ehrflow(r)]
         note = search_notification(state, wanted)
         records, aliases, _ = bus_records(org, note, b"", scope=state.key, recovered=True)
@@ -176,12 +199,13 @@ class Recovery:
                 "complete": complete,
             },
         )
-        return Recovered(len(recorded.published), complete, newest)
+        return Recovered(len(recorded.published), complete, newest, asked + fetched)
 
-    async def _criteria(self, org: Organization, state: SubscriptionState) -> str:
+    async def _criteria(self, org: Organization, state: SubscriptionState) -> tuple[str, int]:
+        """What the subscription watches, and how many FHIR requests it took to find out (0 or 1)."""
         declared = next((s for s in org.ingest.subscriptions if s.name == state.name), None)
         if declared is not None:
-            return declared.criteria
+            return declared.criteria, 0
         if state.subscription:
             try:
                 criteria = criteria_of(await self._fhir_for(org.id).read(state.subscription))
@@ -190,6 +214,6 @@ class Recovery:
                     raise
                 criteria = None  # the EHR does not know it (any more)
             if criteria:
-                return criteria
+                return criteria, 1
         RECOVERIES.labels(org.id, "search", "no-criteria").inc()
         raise CannotRecover(f"{org.id} {state.key}: nothing says what this subscription watches")

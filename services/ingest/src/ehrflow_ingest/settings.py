@@ -11,6 +11,9 @@ RECORD_OVERHEAD = 256 * 1024
 class IngestSettings(CommonSettings):
     port: int = 8002
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
+    max_events_per_notification: int = Field(
+        default=1000, ge=1, description="A notification listing more events gets 413 (ehrflow_ingest.limits)."
+    )
     quarantine_max_bytes: int = Field(
         default=256 * 1024,
         ge=0,

@@ -93,12 +93,18 @@ class Tracker:
 
 
 def report(org_id: str, key: str, findings: Findings) -> None:
-    for gap in findings.gaps:
-        GAPS.labels(org_id).inc()
-        MISSING.labels(org_id).inc(gap.size)
+    if findings.gaps:  # one line per notification, however many gaps it opened
+        GAPS.labels(org_id).inc(len(findings.gaps))
+        MISSING.labels(org_id).inc(sum(gap.size for gap in findings.gaps))
         log.warning(
             "gap in subscription event numbers",
-            extra={"org": org_id, "subscription": key, "first": gap.first, "last": gap.last},
+            extra={
+                "org": org_id,
+                "subscription": key,
+                "gaps": len(findings.gaps),
+                "first": findings.gaps[0].first,
+                "last": findings.gaps[-1].last,
+            },
         )
     if findings.reset:
         RESETS.labels(org_id).inc()

@@ -23,6 +23,10 @@ from pydantic import BaseModel
 Numbering = Literal["global", "bundle-relative", "none"]
 
 SILENCE_FACTOR = 1.5
+MAX_GAPS = 100
+"""Open gaps kept per subscription. Beyond it the closest neighbours merge into one range: recovery then
+asks for some numbers that did arrive (dedupe drops them again), and a sender that skips every other
+number cannot grow the tracking record, which is read and rewritten on every notification, without end."""
 ALERT_STATUSES = frozenset({"error", "off"})
 
 
@@ -164,7 +168,31 @@ def observe(
             state.gaps.append(gap)
             findings.gaps.append(gap)
         state.highest = peak
+        if len(state.gaps) > MAX_GAPS:
+            state.gaps = merged(state.gaps, MAX_GAPS)
     return findings
+
+
+def merged(gaps: list[Gap], most: int) -> list[Gap]:
+    """``gaps`` as at most ``most`` ranges, joining the neighbours with the fewest numbers between them.
+    A merged gap opened and starts its search as early as the earliest of its parts."""
+    ordered = sorted(gaps, key=lambda g: g.first)
+    between = sorted(range(len(ordered) - 1), key=lambda i: ordered[i + 1].first - ordered[i].last)
+    joins = set(between[: max(0, len(ordered) - most)])
+    result: list[Gap] = []
+    for index, gap in enumerate(ordered):
+        if index - 1 in joins:
+            last = result[-1]
+            sinces = [s for s in (last.since, gap.since) if s is not None]
+            result[-1] = Gap(
+                first=last.first,
+                last=max(last.last, gap.last),
+                opened_at=min(last.opened_at, gap.opened_at),
+                since=min(sinces) if sinces else None,
+            )
+        else:
+            result.append(gap)
+    return result
 
 
 def request_sweep(

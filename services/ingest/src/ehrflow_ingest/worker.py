@@ -2,8 +2,9 @@
 
 Every ``tick_s`` it reads every tracking record and acts on what is due (``tracking.due``). Work on one
 subscription, and the manager's pass over one organization, hold a Redis lock, so any number of
-replicas can run the loop. Recovery queries are limited per organization (``recovery_per_minute``):
-an over-eager or hostile sender cannot turn ingest into a load generator against its EHR.
+replicas can run the loop. Recovery's FHIR requests (each ``$events`` call, each search page, each read of a
+subscription's criteria) are limited per organization and minute (``recovery_per_minute``): an over-eager
+or hostile sender cannot turn ingest into a load generator against its EHR. Work over the budget waits.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ log = logging.getLogger("ehrflow.ingest.worker")
 LOCK_PREFIX = "ehrflow:ingest:lock:"
 RATE_PREFIX = "ehrflow:ingest:recovery-rate:"
 LOCK_S = 120
+RESERVE = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local granted = math.max(0, math.min(tonumber(ARGV[1]), tonumber(ARGV[2]) - used))
+if granted > 0 then
+  redis.call('INCRBY', KEYS[1], granted)
+  redis.call('EXPIRE', KEYS[1], 120)
+end
+return granted
+"""
 
 
 class Worker:
@@ -100,16 +110,23 @@ class Worker:
 
     async def _recover(self, org: Organization, state: SubscriptionState, todo: Due) -> None:
         assert self._recovery is not None
-        if not await self._allowed(org):
+        wanted = (self._recovery.most_requests(len(todo.gaps)) if todo.gaps else 0) + (
+            self._recovery.most_requests(0) if todo.sweep_since is not None else 0
+        )
+        rate_key = f"{RATE_PREFIX}{org.id}:{int(self._clock() // 60)}"
+        budget = await self._reserve(org, rate_key, wanted)
+        if budget <= 0:
             RECOVERIES.labels(org.id, "any", "rate-limited").inc()
             return
         started = self._clock()
         try:
             if todo.gaps:
-                found = await self._recovery.gaps(org, state, todo.gaps)
-                await self._store.update(org.id, state.key, _closed(todo.gaps, found))
-            if todo.sweep_since is not None:
-                found = await self._recovery.search(org, state, todo.sweep_since)
+                found = await self._recovery.gaps(org, state, todo.gaps, budget=budget)
+                budget -= found.requests
+                await self._store.update(org.id, state.key, _closed(found.gaps, found))
+            if todo.sweep_since is not None and budget > 0:
+                found = await self._recovery.search(org, state, todo.sweep_since, budget=budget)
+                budget -= found.requests
                 await self._store.update(org.id, state.key, _swept(started, found))
         except CannotRecover as exc:
             log.error("cannot recover: %s", exc, extra={"org": org.id})
@@ -117,15 +134,16 @@ class Worker:
         except (UpstreamRejected, UpstreamUnavailable) as exc:
             RECOVERIES.labels(org.id, "any", "failed").inc()
             log.warning("recovery failed; will retry", extra={"org": org.id, "reason": str(exc)})
+        finally:
+            if budget > 0:  # what was reserved and not spent goes back to this minute's budget
+                with contextlib.suppress(RedisError):
+                    await self._redis.decrby(rate_key, budget)
 
-    async def _allowed(self, org: Organization) -> bool:
-        window = int(self._clock() // 60)
-        key = f"{RATE_PREFIX}{org.id}:{window}"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, 120)
-            count, _ = await pipe.execute()
-        return int(count) <= org.ingest.recovery_per_minute
+    async def _reserve(self, org: Organization, rate_key: str, wanted: int) -> int:
+        """Take up to ``wanted`` FHIR requests from the organization's budget for this minute, atomically
+        across replicas; returns how many were granted (0 when the minute's budget is spent)."""
+        granted = await self._redis.eval(RESERVE, 1, rate_key, wanted, org.ingest.recovery_per_minute)
+        return int(granted)
 
     async def _locked(self, name: str, action: Callable[..., Awaitable[None]], *args: object) -> None:
         lock = self._redis.lock(LOCK_PREFIX + name, timeout=LOCK_S, blocking=False)
