@@ -405,3 +405,36 @@ async def test_a_session_opens_only_its_organization_and_patient(env: Env, stack
     assert approved.status_code == 202 and approved.json()["reviewer"] == "Practitioner/dr-1"  # the session's user
     no_cookie = httpx.get(f"{review_api}/v1/orgs/org1/drafts", headers=auth)
     assert no_cookie.status_code == 401  # a session id alone opens nothing
+
+
+async def test_a_session_whose_user_is_not_a_clinician_can_neither_see_nor_decide(
+    env: Env, stack: Stack, review_api: str
+) -> None:
+    """A ``fhirUser`` of type Patient (RelatedPerson, Person) could become the verifier of an AI RiskAssessment."""
+    assert stack.redis
+    redis = Redis.from_url(stack.redis.url)
+    draft_id = uuid.uuid4().hex
+    await ReviewQueue(redis).add(
+        DraftProposed(
+            organization_id="org1",
+            correlation_id="c",
+            draft_id=draft_id,
+            workflow="news2",
+            model=ModelRef(name="m", version="1"),
+            patient="Patient/alpha",
+            resource={"resourceType": "RiskAssessment"},
+            basis=(),
+        )
+    )
+    await redis.aclose()
+    for user in ("Patient/alpha", "RelatedPerson/mum", "Person/p"):
+        browser = Browser()
+        launch = env.ehr_launch("org1", "Patient/alpha", user)
+        session = _session_of(
+            browser, browser.get(_to_callback(env, browser, "org1", iss=env.iss("org1"), launch=launch))
+        )
+        auth = {"Authorization": f"Bearer {session}"}
+        listed = browser.call("GET", f"{review_api}/v1/orgs/org1/drafts", headers=auth)
+        decided = browser.call("POST", f"{review_api}/v1/orgs/org1/drafts/{draft_id}/approve", headers=auth, json={})
+        assert (listed.status_code, decided.status_code) == (403, 403), user
+        assert decided.json()["issue"][0]["diagnostics"] == "only a Practitioner or PractitionerRole reviews drafts"

@@ -87,6 +87,11 @@ class Launch(_Strict):
     scopes: tuple[str, ...] = ("launch", "openid", "fhirUser", "patient/*.read")
     return_url: str = Field(description="Where the browser goes after a launch; the session id follows as `#session=`.")
     session_ttl_s: int = Field(default=8 * 3600, gt=0, le=24 * 3600)
+    allow_patientless_sessions: bool = Field(
+        default=False,
+        description="Accept a launch that names no patient (with no patient scope granted). Such a session sees "
+        "every draft of the organization, so it is refused unless this is set.",
+    )
 
 
 class WebhookSecret(_Strict):

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -83,6 +84,25 @@ def _pkce() -> tuple[str, str]:
     verifier = secrets.token_urlsafe(64)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
     return verifier, challenge
+
+
+PATIENT_ID = re.compile(r"^(?!\.{1,2}$)[A-Za-z0-9\-.]{1,64}$")
+
+
+def session_patient(patient: object, scope: str, config: Launch) -> str | None:
+    """The patient a session is bound to: the launch's, as ``Patient/id``. A session is never wider than
+    its launch: without a patient it would see every draft of the organization, so a launch that names
+    none is refused unless the organization allows patient-less sessions, and always when a patient
+    scope was granted (G5)."""
+    if patient is None or patient == "":
+        if any(s.startswith(("patient/", "launch/patient")) or s == "launch" for s in scope.split()):
+            raise LaunchError("a patient scope was granted but the launch named no patient")
+        if not config.allow_patientless_sessions:
+            raise LaunchError("the launch named no patient, and this organization allows only patient-bound sessions")
+        return None
+    if not isinstance(patient, str) or not PATIENT_ID.match(patient):
+        raise LaunchError("the launch's patient is not a FHIR id")
+    return f"Patient/{patient}"
 
 
 class Launches:
@@ -189,14 +209,12 @@ class Launches:
         claims = await self._id_token_claims(config, record, token.get("id_token"))
         user = self._fhir_user(record["iss"], claims.get("fhirUser"))
         scope = str(token.get("scope", ""))
-        patient = token.get("patient")
-        if not patient and any(s.startswith(("patient/", "launch/patient")) or s == "launch" for s in scope.split()):
-            raise LaunchError("a patient scope was granted but the launch named no patient")  # G5
+        patient = session_patient(token.get("patient"), scope, config)
         now = time.time()
         session = Session(
             organization_id=org.id,
             iss=record["iss"],
-            patient=f"Patient/{patient}" if patient else None,
+            patient=patient,
             user=user,
             scope=scope,
             created_at=now,

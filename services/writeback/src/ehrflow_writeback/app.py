@@ -4,7 +4,9 @@ Callers are clinicians with a SMART-launch session (``Authorization: Bearer <ses
 session's cookie; they see only their launch's patient and decide as the session's user), or clients
 holding the organization's review key (they see the whole queue and name the reviewer). Either opens
 only its own organization: another organization's path answers 401, a draft outside the organization
-or the session's patient answers 404.
+or the session's patient answers 404. Only clinicians review: a session whose ``fhirUser`` is not a
+Practitioner or PractitionerRole (a Patient, RelatedPerson or Person) answers 403, so it can neither see
+AI drafts nor become the verifier of one.
 """
 
 from __future__ import annotations
@@ -90,13 +92,26 @@ class ReviewAccess:
         return Reviewer(org_id, session.user, session.patient)
 
 
+NOT_A_CLINICIAN = "only a Practitioner or PractitionerRole reviews drafts"
+
+
 def routes(ctx: ReviewContext, access: ReviewAccess) -> list[Route]:
     denied = "a review key or a clinician session of this organization is required"
 
-    async def list_drafts(request: Request) -> Response:
+    async def clinician(request: Request) -> Reviewer | Response:
+        """The caller, or the answer that refuses them (401 unknown, 403 not a clinician)."""
         reviewer = await access.reviewer(request)
         if reviewer is None:
             return operation_outcome(401, "security", denied)
+        if reviewer.user is not None and not REVIEWER.match(reviewer.user):
+            audit.warning("review refused: not a clinician", extra={"org": reviewer.organization})
+            return operation_outcome(403, "forbidden", NOT_A_CLINICIAN)
+        return reviewer
+
+    async def list_drafts(request: Request) -> Response:
+        reviewer = await clinician(request)
+        if isinstance(reviewer, Response):
+            return reviewer
         requested = request.query_params.get("status", "pending")
         status = next((s for s in STATUSES if s == requested), None)
         if status is None:
@@ -107,18 +122,18 @@ def routes(ctx: ReviewContext, access: ReviewAccess) -> list[Route]:
         )
 
     async def get_draft(request: Request) -> Response:
-        reviewer = await access.reviewer(request)
-        if reviewer is None:
-            return operation_outcome(401, "security", denied)
+        reviewer = await clinician(request)
+        if isinstance(reviewer, Response):
+            return reviewer
         queued = await ctx.queue.get(reviewer.organization, request.path_params["draft_id"])
         if queued is None or not reviewer.may_see(queued.draft.patient):
             return operation_outcome(404, "not-found", "no such draft for this organization and patient")
         return JSONResponse(queued.view())
 
     async def decide(request: Request) -> Response:
-        reviewer = await access.reviewer(request)
-        if reviewer is None:
-            return operation_outcome(401, "security", denied)
+        reviewer = await clinician(request)
+        if isinstance(reviewer, Response):
+            return reviewer
         org = reviewer.organization
         draft_id, action = request.path_params["draft_id"], request.path_params["action"]
         if action not in ("approve", "reject"):
