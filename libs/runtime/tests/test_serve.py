@@ -1,8 +1,11 @@
+import asyncio
 import gc
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
+import uvicorn
 import uvloop
 
 from ehrflow_runtime.serve import YOUNG_THRESHOLD, server_config, tune_garbage_collector
@@ -61,3 +64,40 @@ def test_services_are_served_on_uvloop_with_httptools() -> None:
         assert isinstance(loop, uvloop.Loop)
     finally:
         loop.close()
+
+
+async def test_beyond_its_concurrency_the_server_answers_503_at_once() -> None:
+    """A real uvicorn as the services run it, with room for one connection (uvicorn counts the arriving one
+    too): while its request hangs, the next is refused instead of queued, so a flood of slow clients
+    cannot hold memory without bound."""
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        entered.set()
+        await release.wait()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    config = server_config(app, host="127.0.0.1", port=0, max_concurrency=2)  # this connection counts too
+    config.lifespan = "off"
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        async with (
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as first,
+            httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as second,
+        ):
+            hanging = asyncio.create_task(first.get("/"))
+            await entered.wait()
+            refused = await second.get("/")
+            assert refused.status_code == 503
+            release.set()
+            assert (await hanging).status_code == 200
+    finally:
+        server.should_exit = True
+        await serving

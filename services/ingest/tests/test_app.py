@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -323,3 +324,65 @@ async def test_methods_and_paths_the_webhook_does_not_take_are_405_and_404(clien
     assert (await client.http.post("/v1/notify/org1/Observation/o-1", content=b"{}")).status_code == 405
     assert (await client.http.put("/v1/notify/org1", content=b"{}")).status_code == 405
     assert (await client.http.post("/v1/notify/org1/a/b/c", content=b"{}")).status_code == 404
+
+
+async def _call_raw(app: Any, headers: dict[str, str], receive: Any) -> tuple[int, dict[str, Any]]:
+    """Call the ASGI app with our own ``receive``, as a slow or silent client would feed it."""
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/notify/org1",
+        "raw_path": b"/v1/notify/org1",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8002),
+    }
+    await app(scope, receive, send)
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return start["status"], json.loads(body)
+
+
+async def test_a_sender_without_the_header_secret_is_refused_before_its_body_is_read(config) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(
+        IngestSettings(organizations_file=config.organizations_file, redis_url="redis://127.0.0.1:1/0"),
+        sink=MemorySink(),
+    )
+    reads = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(3600)  # a body that never comes
+        return {"type": "http.request", "body": b""}
+
+    status, answer = await _call_raw(app, {"Content-Type": "application/fhir+json", WEBHOOK_HEADER: "wrong"}, receive)
+    assert (status, reads) == (401, 0)
+    assert answer["issue"][0]["diagnostics"] == "sender authentication failed"
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_408(config) -> None:  # type: ignore[no-untyped-def]
+    app = create_app(
+        IngestSettings(
+            organizations_file=config.organizations_file, redis_url="redis://127.0.0.1:1/0", body_timeout_s=0.2
+        ),
+        sink=MemorySink(),
+    )
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        return {"type": "http.request", "body": b""}
+
+    headers = {"Content-Type": "application/fhir+json", WEBHOOK_HEADER: config.webhook_secret("org1")}
+    status, answer = await asyncio.wait_for(_call_raw(app, headers, receive), 10)
+    assert status == 408 and answer["issue"][0]["diagnostics"] == "the body did not arrive within 0.2 s"

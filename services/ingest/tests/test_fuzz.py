@@ -19,7 +19,7 @@ from ehrflow_devstack.memory_sink import MemorySink
 from ehrflow_ingest.main import create_app
 from ehrflow_ingest.settings import IngestSettings
 
-ANSWERS = {200, 400, 401, 404, 405, 413, 415}
+ANSWERS = {200, 400, 401, 404, 405, 408, 413, 415}
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

@@ -60,6 +60,12 @@ class CommonSettings(BaseSettings):
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     host: str = "127.0.0.1"
     port: int = 8000
+    max_concurrency: int = Field(
+        default=2000,
+        ge=1,
+        description="Open connections (and requests in flight) at once, the arriving one included; beyond it the "
+        "server answers 503 at once.",
+    )
     log_level: str = "INFO"
 
 

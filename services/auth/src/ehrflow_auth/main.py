@@ -125,7 +125,7 @@ def main() -> None:
     settings = AuthSettings()
     configure_logging(settings.log_level)
     configure_telemetry("auth")
-    run_asgi(create_app(settings), host=settings.host, port=settings.port)
+    run_asgi(create_app(settings), host=settings.host, port=settings.port, max_concurrency=settings.max_concurrency)
 
 
 if __name__ == "__main__":

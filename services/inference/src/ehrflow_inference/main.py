@@ -69,7 +69,7 @@ def main() -> None:
     settings = InferenceSettings()
     configure_logging(settings.log_level)
     configure_telemetry("inference")
-    run_asgi(create_app(settings), host=settings.host, port=settings.port)
+    run_asgi(create_app(settings), host=settings.host, port=settings.port, max_concurrency=settings.max_concurrency)
 
 
 if __name__ == "__main__":

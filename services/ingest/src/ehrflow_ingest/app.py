@@ -13,6 +13,7 @@ same routes are mounted.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import logging
@@ -102,6 +103,7 @@ class IngestContext:
     tracker: Tracker
     quarantine_max_bytes: int = 256 * 1024
     max_events: int = 1000
+    body_timeout_s: float = 30.0
 
 
 def _parse(delivery: Delivery, raw: bytes, content_type: str) -> ParsedNotification:
@@ -163,16 +165,26 @@ class Webhook:
         if "xml" in content_type:
             received(org_id, "unsupported-media-type").inc()
             return outcome(415, "not-supported", "XML is not supported; send application/fhir+json")
+        name = delivery.subscription_name
+        # Unauthenticated work stays small: where header secrets are all there is, a sender without one is
+        # refused before a byte of its body is read (a signature needs the body, so signing organizations
+        # read it first). A body must arrive within body_timeout_s, or a slow sender holds memory.
+        early = ctx.secrets.by_headers_only(org_id)
+        if early and not ctx.secrets.authenticate(org_id, delivery.headers, b"", name):
+            return _unauthenticated(org_id)
         try:
-            raw = await read_body(receive, ctx.max_body_bytes, declared_length=delivery.headers.get("content-length"))
+            async with asyncio.timeout(ctx.body_timeout_s):
+                raw = await read_body(
+                    receive, ctx.max_body_bytes, declared_length=delivery.headers.get("content-length")
+                )
         except BodyTooLarge:
             received(org_id, "too-large").inc()
             return outcome(413, "too-long", f"body exceeds the limit of {ctx.max_body_bytes} bytes")
-        name = delivery.subscription_name
-        if not ctx.secrets.authenticate(org_id, delivery.headers, raw, name):  # before parsing anything
-            received(org_id, "unauthenticated").inc()
-            log.warning("sender authentication failed", extra={"org": org_id})
-            return outcome(401, "security", "sender authentication failed", headers={"WWW-Authenticate": "Bearer"})
+        except TimeoutError:
+            received(org_id, "too-slow").inc()
+            return outcome(408, "timeout", f"the body did not arrive within {ctx.body_timeout_s:g} s")
+        if not early and not ctx.secrets.authenticate(org_id, delivery.headers, raw, name):  # before parsing
+            return _unauthenticated(org_id)
         if name is not None and all(s.name != name for s in org.ingest.subscriptions):
             received(org_id, "unknown-subscription").inc()
             return outcome(404, "not-found", "no subscription of this name is declared")
@@ -252,6 +264,12 @@ class Webhook:
             "notification rejected", extra={"org": org_id, "reason": reason, "quarantine_id": quarantined.event_id}
         )
         return outcome(400, "invalid", reason)
+
+
+def _unauthenticated(org_id: str) -> Answer:
+    received(org_id, "unauthenticated").inc()
+    log.warning("sender authentication failed", extra={"org": org_id})
+    return outcome(401, "security", "sender authentication failed", headers={"WWW-Authenticate": "Bearer"})
 
 
 def _unavailable(org_id: str, exc: Exception) -> Answer:

@@ -63,6 +63,7 @@ def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
         max_body_bytes=settings.max_body_bytes,
         quarantine_max_bytes=settings.quarantine_max_bytes,
         max_events=settings.max_events_per_notification,
+        body_timeout_s=settings.body_timeout_s,
         tracker=tracker,
     )
     http = make_http_client(settings.auth.timeout_s if settings.auth else 10.0)
@@ -156,7 +157,7 @@ def main() -> None:
     settings = IngestSettings()
     configure_logging(settings.log_level)
     configure_telemetry("ingest")
-    run_asgi(create_app(settings), host=settings.host, port=settings.port)
+    run_asgi(create_app(settings), host=settings.host, port=settings.port, max_concurrency=settings.max_concurrency)
 
 
 if __name__ == "__main__":

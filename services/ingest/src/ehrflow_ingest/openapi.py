@@ -44,7 +44,11 @@ ANSWERS = {
     "400": _answer("Not a notification ingest can accept; the raw bytes are kept on the quarantine topic."),
     "401": _answer("Sender authentication failed (webhook secret or HMAC signature)."),
     "404": _answer("Unknown organization, or no subscription of this name is declared."),
-    "413": _answer("The body exceeds the configured limit (the message says which)."),
+    "408": _answer("The body did not arrive within the configured time."),
+    "413": _answer(
+        "The body exceeds the configured limit, or the notification lists more events, or would copy more "
+        "resource bytes onto the bus, than one notification may (the message says which)."
+    ),
     "415": _answer("XML; send application/fhir+json."),
     "503": _answer("The broker did not acknowledge in time, or the same event is being recorded now: retry."),
 }

@@ -50,6 +50,10 @@ class SenderSecrets:
             for org in organizations
         }
 
+    def by_headers_only(self, organization_id: str) -> bool:
+        """True when the organization signs nothing: its senders can be judged before their body is read."""
+        return not self._signing.get(organization_id)
+
     def authenticate(
         self, organization_id: str, headers: Mapping[str, str], body: bytes = b"", subscription: str | None = None
     ) -> bool:

@@ -14,6 +14,9 @@ class IngestSettings(CommonSettings):
     max_events_per_notification: int = Field(
         default=1000, ge=1, description="A notification listing more events gets 413 (ehrflow_ingest.limits)."
     )
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="A notification's body must arrive within this; a slower sender gets 408."
+    )
     quarantine_max_bytes: int = Field(
         default=256 * 1024,
         ge=0,

@@ -102,7 +102,7 @@ def main() -> None:
     settings = WritebackSettings()
     configure_logging(settings.log_level)
     configure_telemetry("writeback")
-    run_asgi(create_app(settings), host=settings.host, port=settings.port)
+    run_asgi(create_app(settings), host=settings.host, port=settings.port, max_concurrency=settings.max_concurrency)
 
 
 if __name__ == "__main__":
