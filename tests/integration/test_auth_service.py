@@ -3,8 +3,10 @@ and the service policy keeps every caller to its own organizations and features.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -161,3 +163,28 @@ def test_issues_and_refusals_are_audited_on_the_audit_topic(stack: Stack) -> Non
     )
     served = [r for r in summaries if r["action"] == "token.served" and r["actor"] == "inference"]
     assert all(r["details"]["count"] >= 1 for r in served)
+
+
+def test_unauthenticated_token_requests_are_audited_as_one_summary_not_a_record_each(stack: Stack) -> None:
+    """Every 401 published a confirmed audit record: anyone could make the auth service write to Kafka at
+    their request rate. They are counted and audited as one summary per interval (2 s on the stack)."""
+    assert stack.broker
+    marker = f"forged-{uuid.uuid4().hex[:6]}"
+    for i in range(40):
+        claimed = "writeback" if i % 2 else f"{marker}-{i}"  # forged names are not kept apart: no unbounded keys
+        assert _token(stack.urls["auth"], stack, "org1", service=claimed, credential="wrong").status_code == 401
+
+    def summarised(records: list[dict[str, Any]]) -> bool:
+        return sum(_unauthenticated(records)) >= 40
+
+    def _unauthenticated(records: list[dict[str, Any]]) -> list[int]:
+        return [
+            int(r["details"]["count"])
+            for r in records
+            if r["action"] == "token.refused" and r["details"].get("reason") == "unauthenticated"
+        ]
+
+    records = wait_for_records(stack.broker.url, topics.AUDIT, summarised, timeout=30)
+    assert not any(marker in str(r["actor"]) for r in records)
+    assert len(_unauthenticated(records)) < 40, "summaries, not a record per refusal"
+    assert {"writeback", "unknown"} <= {r["actor"] for r in records if r["details"].get("reason") == "unauthenticated"}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
@@ -17,7 +19,7 @@ from redis.asyncio import Redis
 
 from ehrflow_contracts import DraftProposed, ModelRef, topics
 from ehrflow_devstack.config import GeneratedConfig, generate, write_registry
-from ehrflow_devstack.kafka_read import read_topic
+from ehrflow_devstack.kafka_read import wait_for_records
 from ehrflow_devstack.parts import start_tansu
 from ehrflow_devstack.processes import Process, free_port, http_ok
 from ehrflow_devstack.stack import Stack
@@ -121,6 +123,7 @@ def env(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]
             EHRFLOW_SERVICE_POLICY_FILE=str(config.policy_file),
             EHRFLOW_TOKEN_CACHE_KEY_FILE=str(config.cache_key_file),
             EHRFLOW_LAUNCH_STATE_TTL_S=str(STATE_TTL_S),
+            EHRFLOW_LAUNCH_DISCOVERY_TTL_S="0",  # tests change the EHR's SMART configuration between launches
         )
         started.append(proc)
         yield Env(auth, ehr, config)
@@ -325,15 +328,58 @@ def test_introspection_is_for_allowed_services_and_names_the_organization(env: E
 
 
 def test_launches_and_sessions_are_audited(env: Env, stack: Stack) -> None:
+    """Sessions are audited one by one; starts and failures (anyone can cause them) as counted summaries."""
     assert stack.broker
-    actions = {r["action"] for r in read_topic(stack.broker.url, topics.AUDIT)}
-    assert {
-        "launch.started",
-        "session.started",
-        "session.ended",
-        "launch.callback-failed",
-        "launch.start-failed",
-    } <= actions
+    wanted = {"launch.started", "session.started", "session.ended", "launch.callback-failed", "launch.start-failed"}
+    records = wait_for_records(
+        stack.broker.url, topics.AUDIT, lambda rs: wanted <= {r["action"] for r in rs}, timeout=30
+    )
+    started = [r for r in records if r["action"] == "launch.started" and r["organization_id"] == "org1"]
+    assert all(r["details"]["count"] >= 1 and r["details"]["kind"] in ("ehr", "standalone") for r in started)
+
+
+@contextlib.contextmanager
+def _own_auth(env: Env, stack: Stack, log: Path, **launch: object) -> Iterator[str]:
+    """A second auth service for this module's organizations, with org1's launch settings changed and
+    launch discovery cached as in production."""
+    registry = yaml.safe_load(env.config.organizations_file.read_text())
+    registry["organizations"]["org1"]["launch"].update(launch)
+    changed = env.config.organizations_file.with_name(f"own-{uuid.uuid4().hex[:6]}.yaml")
+    changed.write_text(yaml.safe_dump(registry))
+    proc, url = stack.start_service(
+        "auth",
+        log,
+        EHRFLOW_ORGANIZATIONS_FILE=str(changed),
+        EHRFLOW_SERVICE_POLICY_FILE=str(env.config.policy_file),
+        EHRFLOW_TOKEN_CACHE_KEY_FILE=str(env.config.cache_key_file),
+    )
+    try:
+        yield url
+    finally:
+        proc.stop()
+
+
+def test_the_ehrs_smart_configuration_is_read_once_for_many_launches(env: Env, stack: Stack, tmp_path: Path) -> None:
+    """Starting a launch is unauthenticated; each start read the EHR's SMART configuration again."""
+    with _own_auth(env, stack, tmp_path / "auth.log") as url:
+        before = env.hits("org1")
+        for _ in range(5):
+            assert Browser().get(f"{url}/launch/org1").status_code == 302
+        assert env.hits("org1") == before + 1
+
+
+async def test_launches_beyond_the_organizations_rate_get_429(env: Env, stack: Stack, tmp_path: Path) -> None:
+    assert stack.redis
+    redis = Redis.from_url(stack.redis.url)
+    with _own_auth(env, stack, tmp_path / "auth.log", starts_per_minute=3) as url:
+        for key in await redis.keys("ehrflow:auth:launch-rate:org1:*"):  # this module's other launches
+            await redis.delete(key)
+        await redis.aclose()
+        # Three a minute: of seven starts, even across a minute boundary, at most six pass.
+        answers = [Browser().get(f"{url}/launch/org1") for _ in range(7)]
+        assert {a.status_code for a in answers} == {302, 429}
+        refused = next(a for a in answers if a.status_code == 429)
+        assert refused.headers["retry-after"] == "60" and "too many launches" in refused.json()["error"]
 
 
 @pytest.fixture(scope="module")

@@ -87,6 +87,12 @@ class Launch(_Strict):
     scopes: tuple[str, ...] = ("launch", "openid", "fhirUser", "patient/*.read")
     return_url: str = Field(description="Where the browser goes after a launch; the session id follows as `#session=`.")
     session_ttl_s: int = Field(default=8 * 3600, gt=0, le=24 * 3600)
+    starts_per_minute: int = Field(
+        default=300,
+        ge=1,
+        description="Launches that may start per minute at this organization (each stores a state in Redis and "
+        "may read the EHR's SMART configuration); beyond it `GET /launch/{org}` answers 429.",
+    )
     allow_patientless_sessions: bool = Field(
         default=False,
         description="Accept a launch that names no patient (with no patient scope granted). Such a session sees "

@@ -70,8 +70,15 @@ class TokenApi:
 
         scheme, _, presented = (authorization or "").partition(" ")
         grant = self._policy.authenticate(service, presented) if scheme.lower() == "bearer" else None
-        if grant is None:
-            return await refuse(401, "service authentication required", "unauthenticated")
+        if grant is None:  # anyone can cause this at any rate: counted, audited as a periodic summary
+            self._auditor.count(
+                "token.refused",
+                organization=None,
+                actor=self._policy.known(service),
+                outcome="failure",
+                reason="unauthenticated",
+            )
+            return 401, {"error": "service authentication required"}
         try:
             request = TokenRequest.model_validate_json(body)
         except ValidationError as exc:

@@ -1,9 +1,12 @@
 """Audit records: every token issued or refused, every launch and session (smart-auth.md C4, issue 3).
 
 Each record is a JSON log line on the ``ehrflow.audit`` logger and an ``AuditRecorded`` event on the
-audit topic; cached tokens handed out again are counted and audited as periodic ``token.served``
-summaries (see ``Auditor.served``). Callers pass ids and references only; ``details`` never holds a
-token, assertion or key.
+audit topic. What anyone can cause at any rate is counted instead and audited as periodic summaries
+(``Auditor.count``): cached tokens handed out again (``token.served``), token requests without a valid
+service credential (``token.refused`` with reason ``unauthenticated``) and launches started
+(``launch.started``), so that neither a hot path nor an unauthenticated caller makes a log line and a
+confirmed publish per request. Callers pass ids and references only; ``details`` never holds a token,
+assertion or key.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from ehrflow_contracts import AuditRecorded
 log = logging.getLogger("ehrflow.audit")
 
 Detail = str | int | float | None
+Summary = tuple[str, str, str, Literal["success", "failure"], tuple[tuple[str, str | None], ...]]
 
 
 class Publisher(Protocol):
@@ -29,26 +33,35 @@ class Auditor:
     def __init__(self, publisher: Publisher | None, *, confirm_timeout_s: float = 2.0) -> None:
         self._publisher = publisher
         self._timeout = confirm_timeout_s
-        self._served: Counter[tuple[str, str, str]] = Counter()
+        self._counts: Counter[Summary] = Counter()
+
+    def count(
+        self,
+        action: str,
+        *,
+        organization: str | None,
+        actor: str | None,
+        outcome: Literal["success", "failure"],
+        **details: str | None,
+    ) -> None:
+        """Count one occurrence; ``flush_summaries`` audits the counts, one record per distinct
+        (action, organization, actor, outcome, details) and interval, with ``count`` and ``interval_s``."""
+        self._counts[(action, organization or "-", actor or "-", outcome, tuple(sorted(details.items())))] += 1
 
     def served(self, organization: str, service: str, feature: str) -> None:
-        """Count a cached token handed to a service; ``flush_served`` audits the counts as summaries.
+        """A cached token handed to a service again: the hot path, counted (every token issued upstream
+        and every refusal of an authenticated service stays an individual record)."""
+        self.count("token.served", organization=organization, actor=service, outcome="success", feature=feature)
 
-        Handing out an already-issued token again is the hot path: one summary record per service,
-        organization and feature per interval keeps it free of a log line and a publish per request.
-        Every token issued upstream and every refusal stays an individual record.
-        """
-        self._served[(organization, service, feature)] += 1
-
-    async def flush_served(self, interval_s: float) -> None:
-        counts, self._served = self._served, Counter()
-        for (organization, service, feature), count in sorted(counts.items()):
+    async def flush_summaries(self, interval_s: float) -> None:
+        counts, self._counts = self._counts, Counter()
+        for (action, organization, actor, outcome, details), count in sorted(counts.items()):
             await self.record(
-                "token.served",
+                action,
                 organization=organization,
-                actor=service,
-                outcome="success",
-                details={"feature": feature, "count": count, "interval_s": interval_s},
+                actor=actor,
+                outcome=outcome,
+                details={**dict(details), "count": count, "interval_s": interval_s},
             )
 
     async def record(

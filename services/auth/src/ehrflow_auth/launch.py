@@ -29,6 +29,10 @@ from ehrflow_auth.sessions import Session, SessionStore
 from ehrflow_runtime.organizations import Launch, Organization
 
 STATE_PREFIX = "ehrflow:auth:launch-state:"
+RATE_PREFIX = "ehrflow:auth:launch-rate:"
+DISCOVERY_TTL_S = 300.0
+"""How long an EHR's SMART configuration is reused for launches: starting one is unauthenticated, and
+without a cache every start read the document again."""
 ID_TOKEN_ALGS = ["RS256", "RS384", "ES256", "ES384"]
 CLOCK_LEEWAY_S = 60
 
@@ -107,12 +111,30 @@ def session_patient(patient: object, scope: str, config: Launch) -> str | None:
 
 class Launches:
     def __init__(
-        self, redis: Redis, http: httpx.AsyncClient, sessions: SessionStore, *, state_ttl_s: int = 600
+        self,
+        redis: Redis,
+        http: httpx.AsyncClient,
+        sessions: SessionStore,
+        *,
+        state_ttl_s: int = 600,
+        discovery_ttl_s: float = DISCOVERY_TTL_S,
     ) -> None:
         self._redis = redis
         self._http = http
         self._sessions = sessions
         self._state_ttl = state_ttl_s
+        self._discovery_ttl = discovery_ttl_s
+        self._discovered: dict[str, tuple[float, dict[str, Any]]] = {}
+
+    async def admit(self, org: Organization) -> bool:
+        """Whether another launch may start at ``org`` this minute (counted in Redis, across replicas)."""
+        config = self._config(org)
+        key = f"{RATE_PREFIX}{org.id}:{int(time.time() // 60)}"
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 120)
+            count, _ = await pipe.execute()
+        return int(count) <= config.starts_per_minute
 
     @staticmethod
     def _config(org: Organization) -> Launch:
@@ -121,6 +143,16 @@ class Launches:
         return org.launch
 
     async def _discover(self, iss: str) -> dict[str, Any]:
+        """The issuer's SMART configuration, checked, and reused for ``DISCOVERY_TTL_S`` (allowed issuers
+        only reach here, so the cache holds at most one document per configured issuer)."""
+        cached = self._discovered.get(iss)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        doc = await self._read_configuration(iss)
+        self._discovered[iss] = (time.monotonic() + self._discovery_ttl, doc)
+        return doc
+
+    async def _read_configuration(self, iss: str) -> dict[str, Any]:
         try:
             response = await self._http.get(
                 f"{iss}/.well-known/smart-configuration", headers={"Accept": "application/json"}

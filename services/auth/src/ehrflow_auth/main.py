@@ -46,7 +46,13 @@ def create_app(settings: AuthSettings) -> Starlette:
     auditor = Auditor(declare(broker), confirm_timeout_s=settings.kafka.publish_timeout_s)
     tokens = TokenService(live, cache, http, auditor, attempts=settings.token_request_attempts)
     sessions = SessionStore(redis)
-    launches = Launches(redis, http, sessions, state_ttl_s=settings.launch_state_ttl_s)
+    launches = Launches(
+        redis,
+        http,
+        sessions,
+        state_ttl_s=settings.launch_state_ttl_s,
+        discovery_ttl_s=settings.launch_discovery_ttl_s,
+    )
 
     async def watch_registry() -> None:
         while True:
@@ -55,10 +61,10 @@ def create_app(settings: AuthSettings) -> Starlette:
             if live.reload_if_changed():
                 await tokens.registry_changed(removed=before - set(live.registry.ids()))
 
-    async def summarise_served() -> None:
+    async def summarise_counts() -> None:
         while True:
             await asyncio.sleep(settings.audit_summary_s)
-            await auditor.flush_served(settings.audit_summary_s)
+            await auditor.flush_summaries(settings.audit_summary_s)
 
     async def redis_ready() -> bool:
         try:
@@ -70,13 +76,13 @@ def create_app(settings: AuthSettings) -> Starlette:
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await ensure_topics(settings.kafka, [topics.AUDIT])
         await broker.start()
-        background = [asyncio.create_task(watch_registry()), asyncio.create_task(summarise_served())]
+        background = [asyncio.create_task(watch_registry()), asyncio.create_task(summarise_counts())]
         try:
             yield
         finally:
             for task in background:
                 task.cancel()
-            await auditor.flush_served(settings.audit_summary_s)
+            await auditor.flush_summaries(settings.audit_summary_s)
             await broker.stop()
             await http.aclose()
             await redis.aclose()

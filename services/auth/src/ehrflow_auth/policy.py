@@ -58,6 +58,10 @@ class ServicePolicy:
             credentials[name] = read_secret_file(file)
         return cls(grants, credentials)
 
+    def known(self, service: str | None) -> str:
+        """``service`` if the policy names it, else ``unknown``: a caller's claim, bounded for counting."""
+        return service if service in self._credentials else "unknown"
+
     def authenticate(self, service: str | None, presented: str | None) -> ServiceGrant | None:
         """The service's grant when it presented its own credential (constant-time compare), else None."""
         expected = self._credentials.get(service or "")

@@ -15,5 +15,8 @@ class AuthSettings(CommonSettings):
     )
     token_request_attempts: int = Field(default=3, ge=1, le=6)
     launch_state_ttl_s: int = Field(default=600, gt=0, le=600, description="How long a launch may take (G3).")
+    launch_discovery_ttl_s: float = Field(
+        default=300.0, ge=0, description="How long an EHR's SMART configuration is reused for launches (0: not at all)."
+    )
     audit_summary_s: float = Field(default=10.0, gt=0, description="Interval of `token.served` summary records.")
     registry_reload_s: float = Field(default=10.0, gt=0, description="How often to check the registry file.")
