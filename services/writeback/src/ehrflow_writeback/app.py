@@ -150,10 +150,10 @@ def routes(ctx: ReviewContext, access: ReviewAccess) -> list[Route]:
         queued = await ctx.queue.get(org, draft_id)
         if queued is None or not reviewer.may_see(queued.draft.patient):
             return operation_outcome(404, "not-found", "no such draft for this organization and patient")
-        reason = {"reason": body.reason} if body.reason else {}
-        done, status = await ctx.queue.transition(org, draft_id, "pending", verdict, reviewer=who, **reason)
-        if not done:
-            return operation_outcome(409, "conflict", f"draft is already {status}")
+        if queued.status != "pending":
+            return operation_outcome(409, "conflict", f"draft is already {queued.status}")
+        # The decision is what reaches review.decided: published first, and the queue moves only when
+        # writeback's consumer carries it out (ehrflow_writeback.handlers).
         decision = ReviewDecided(
             organization_id=org,
             correlation_id=queued.draft.correlation_id,
@@ -169,12 +169,16 @@ def routes(ctx: ReviewContext, access: ReviewAccess) -> list[Route]:
                 ctx.publish_timeout_s,
             )
         except Exception:
-            await ctx.queue.transition(org, draft_id, verdict, "pending")  # not recorded: let them decide again
+            # Unconfirmed: it may still reach Kafka and be carried out. Nothing here says otherwise.
             return operation_outcome(
-                503, "transient", "decision could not be recorded; retry", headers={"Retry-After": "5"}
+                503,
+                "transient",
+                "the decision was not confirmed in time and may still be recorded; look at the draft before "
+                "deciding again",
+                headers={"Retry-After": "5"},
             )
         audit.info("review decided", extra={"org": org, "draft_id": draft_id, "decision": verdict, "reviewer": who})
-        return JSONResponse({"draft_id": draft_id, "status": verdict, "reviewer": who}, status_code=202)
+        return JSONResponse({"draft_id": draft_id, "decision": verdict, "reviewer": who}, status_code=202)
 
     return [
         Route("/v1/orgs/{org}/drafts", list_drafts, methods=["GET"]),

@@ -3,6 +3,13 @@
 Both consumers are at-least-once with idempotent effects: queueing is set-if-absent, writing is a
 conditional create, and the queue's status transitions are atomic. Errors are raised: the broker's
 middleware (``ehrflow_runtime.consumers``) redelivers, retries or dead-letters.
+
+A decision is what is on ``review.decided``, and only its consumer moves a draft out of ``pending``:
+the review API publishes a clinician's decision and changes nothing itself, and an auto-approval is
+published for every delivery of a draft still pending. So the queue can never say one thing while Kafka
+holds another (a publish that timed out but reached Kafka is carried out; a crash between a status
+change and its publish cannot happen). Decisions of one patient share a partition, so the first
+decision on a draft wins and later ones find it decided.
 """
 
 from __future__ import annotations
@@ -68,7 +75,10 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> Publishers:
             "draft queued" if new else "draft already queued",
             extra={"org": draft.organization_id, "draft_id": draft.draft_id},
         )
-        if new and draft.auto_approve:
+        queued = await d.queue.get(draft.organization_id, draft.draft_id) if draft.auto_approve else None
+        # Every delivery of a still-pending auto-approved draft publishes its approval: a crash between
+        # queueing and publishing must not leave it pending for ever (a repeat is ignored when consumed).
+        if queued is not None and queued.status == "pending":
             await pubs.decisions.publish(
                 ReviewDecided(
                     organization_id=draft.organization_id,
@@ -96,13 +106,16 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> Publishers:
         if queued is None:
             log.error("decision for unknown draft", extra={"org": org, "draft_id": decision.draft_id})
             return
+        recorded = {"reviewer": decision.reviewer, **({"reason": decision.reason} if decision.reason else {})}
         if decision.decision == "rejected":
-            await d.queue.transition(org, decision.draft_id, "pending", "rejected", reviewer=decision.reviewer)
+            await d.queue.transition(org, decision.draft_id, "pending", "rejected", **recorded)
             return
-        if queued.status == "pending":  # auto-approval: no reviewer moved it yet
-            await d.queue.transition(org, decision.draft_id, "pending", "approved", reviewer=decision.reviewer)
+        if queued.status == "pending":
+            done, _ = await d.queue.transition(org, decision.draft_id, "pending", "approved", **recorded)
+            if not done:
+                return  # decided meanwhile by a decision ahead of this one
         elif queued.status != "approved":
-            return  # already written, or rejected: nothing to do on redelivery
+            return  # already written, rejected or failed: a later or repeated decision changes nothing
         key = f"{org}|{queued.draft.patient}".encode()
         try:
             written = await write_approved(d.fhir_for(org), queued.draft, decision.reviewer, decision.decided_at)
