@@ -55,6 +55,11 @@ class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EHRFLOW_", env_nested_delimiter="__", extra="ignore")
 
     organizations_file: Path = Field(description="The organization registry (YAML).")
+    registry_reload_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often the registry and the files it names are checked for changes (SIGHUP: at once).",
+    )
     kafka: KafkaSettings = KafkaSettings()
     consumer: ConsumerPolicy = ConsumerPolicy()
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")

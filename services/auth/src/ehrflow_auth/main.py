@@ -54,12 +54,16 @@ def create_app(settings: AuthSettings) -> Starlette:
         discovery_ttl_s=settings.launch_discovery_ttl_s,
     )
 
+    known = set(live.registry.ids())
+
+    async def registry_changed() -> None:
+        nonlocal known
+        now = set(live.registry.ids())
+        await tokens.registry_changed(removed=known - now)
+        known = now
+
     async def watch_registry() -> None:
-        while True:
-            await asyncio.sleep(settings.registry_reload_s)
-            before = set(live.registry.ids())
-            if live.reload_if_changed():
-                await tokens.registry_changed(removed=before - set(live.registry.ids()))
+        await live.watch(settings.registry_reload_s, on_change=registry_changed)
 
     async def summarise_counts() -> None:
         while True:

@@ -19,4 +19,3 @@ class AuthSettings(CommonSettings):
         default=300.0, ge=0, description="How long an EHR's SMART configuration is reused for launches (0: not at all)."
     )
     audit_summary_s: float = Field(default=10.0, gt=0, description="Interval of `token.served` summary records.")
-    registry_reload_s: float = Field(default=10.0, gt=0, description="How often to check the registry file.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -17,8 +18,9 @@ from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
 from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.health import health_routes
 from ehrflow_runtime.http_errors import exception_handlers
+from ehrflow_runtime.live import Live
 from ehrflow_runtime.logging import configure_logging
-from ehrflow_runtime.organizations import load_registry
+from ehrflow_runtime.organizations import Registry
 from ehrflow_runtime.serve import make_http_client, run_asgi
 from ehrflow_runtime.settings import KafkaSettings
 from ehrflow_runtime.telemetry import configure_telemetry
@@ -29,21 +31,29 @@ FEATURE = "news2"
 
 
 def create_app(settings: InferenceSettings, broker: KafkaBroker | None = None) -> Starlette:
-    registry = load_registry(settings.organizations_file)
     broker = broker or make_broker(settings.kafka, client_id="inference", consumer=settings.consumer)
     http = make_http_client(settings.auth.timeout_s)
     tokens = TokenClient.configured(http, settings.auth)
-    clients = {org.id: FhirClient(http, tokens, org, FEATURE) for org in registry}
-    deps = Deps(registry=registry, fhir_for=clients.__getitem__)
-    declare(broker, lambda: deps)
+
+    def configured(registry: Registry) -> Deps:
+        """What depends on the registry: rebuilt when it changes (an organization removed stops at once)."""
+        clients = {org.id: FhirClient(http, tokens, org, FEATURE) for org in registry}
+        return Deps(registry=registry, fhir_for=clients.__getitem__)
+
+    live = Live(settings.organizations_file, configured)
+    declare(broker, lambda: live.current)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await ensure_topics(settings.kafka, topics.ALL)
         await broker.start()
+        watching = asyncio.create_task(live.watch(settings.registry_reload_s))
         try:
             yield
         finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
             await broker.stop()
             await http.aclose()
 

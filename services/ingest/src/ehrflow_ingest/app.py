@@ -19,7 +19,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -41,7 +41,9 @@ from ehrflow_ingest.sender_auth import SenderSecrets
 from ehrflow_ingest.tracker import Tracker
 from ehrflow_ingest.tracking_store import tracking_key
 from ehrflow_runtime.asgi import BodyTooLarge, Disconnected, read_body, request_headers, send_body
+from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.http_errors import DEPENDENCY_ERRORS
+from ehrflow_runtime.live import Live
 from ehrflow_runtime.organizations import Organization, Registry
 from ehrflow_runtime.outcomes import FHIR_JSON, Severity, outcome_json
 from ehrflow_runtime.telemetry import traced
@@ -95,15 +97,32 @@ class Delivery(NamedTuple):
 
 
 @dataclass(frozen=True)
-class IngestContext:
+class Configured:
+    """What ingest builds from the registry; rebuilt when it, or a secret file it names, changes."""
+
     registry: Registry
     secrets: SenderSecrets
+    clients: Mapping[str, FhirClient] = field(default_factory=dict)
+    """Per organization, for recovery and the subscription manager (empty without the auth service)."""
+
+
+@dataclass(frozen=True)
+class IngestContext:
+    live: Live[Configured]
     recorder: Recorder
     max_body_bytes: int
     tracker: Tracker
     quarantine_max_bytes: int = 256 * 1024
     max_events: int = 1000
     body_timeout_s: float = 30.0
+
+    @property
+    def registry(self) -> Registry:
+        return self.live.current.registry
+
+    @property
+    def secrets(self) -> SenderSecrets:
+        return self.live.current.secrets
 
 
 def _parse(delivery: Delivery, raw: bytes, content_type: str) -> ParsedNotification:

@@ -7,7 +7,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-import httpx
 from faststream import FastStream
 from faststream.specification import AsyncAPI
 from redis.asyncio import Redis
@@ -17,7 +16,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ehrflow_contracts import topics
-from ehrflow_ingest.app import IngestApp, IngestContext, Webhook, routes
+from ehrflow_ingest.app import Configured, IngestApp, IngestContext, Webhook, routes
 from ehrflow_ingest.channels import declare
 from ehrflow_ingest.dedupe import Dedupe
 from ehrflow_ingest.manager import SubscriptionManager
@@ -34,8 +33,9 @@ from ehrflow_runtime.broker import ensure_topics, make_broker
 from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.health import health_routes
 from ehrflow_runtime.http_errors import exception_handlers
+from ehrflow_runtime.live import Live
 from ehrflow_runtime.logging import configure_logging
-from ehrflow_runtime.organizations import Registry, load_registry
+from ehrflow_runtime.organizations import Registry
 from ehrflow_runtime.redis_client import make_redis
 from ehrflow_runtime.serve import make_http_client, run_asgi
 from ehrflow_runtime.settings import KafkaSettings
@@ -47,7 +47,6 @@ log = logging.getLogger("ehrflow.ingest")
 
 def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
     """The ingest app; ``sink`` replaces Kafka in unit tests (``ehrflow_devstack.memory_sink``)."""
-    registry = load_registry(settings.organizations_file)
     kafka = KafkaSink(settings.kafka, client_id="ingest") if sink is None else None
     sink = sink or kafka
     assert sink is not None
@@ -56,9 +55,18 @@ def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
     recorder = Recorder(sink, dedupe, settings.kafka.publish_timeout_s)
     store = TrackingStore(redis)
     tracker = Tracker(store)
+    http = make_http_client(settings.auth.timeout_s if settings.auth else 10.0)
+    tokens = TokenClient.configured(http, settings.auth) if settings.auth else None
+
+    def configured(registry: Registry) -> Configured:
+        """What depends on the registry: rebuilt when it or a secret file changes (a revoked webhook
+        secret, a removed organization take effect without a restart)."""
+        clients = {org.id: FhirClient(http, tokens, org, FEATURE) for org in registry} if tokens else {}
+        return Configured(registry, SenderSecrets(list(registry)), clients)
+
+    live = Live(settings.organizations_file, configured)
     ctx = IngestContext(
-        registry=registry,
-        secrets=SenderSecrets(list(registry)),
+        live=live,
         recorder=recorder,
         max_body_bytes=settings.max_body_bytes,
         quarantine_max_bytes=settings.quarantine_max_bytes,
@@ -66,22 +74,23 @@ def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
         body_timeout_s=settings.body_timeout_s,
         tracker=tracker,
     )
-    http = make_http_client(settings.auth.timeout_s if settings.auth else 10.0)
-    worker = _worker(settings, registry, redis, store, recorder, http)
+    worker = _worker(settings, live, redis, store, recorder)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         if kafka is not None:
             await ensure_topics(settings.kafka, topics.ALL)
             await kafka.start()
-        background = asyncio.create_task(worker.run()) if worker else None
+        background = [asyncio.create_task(live.watch(settings.registry_reload_s))]
+        if worker is not None:
+            background.append(asyncio.create_task(worker.run()))
         try:
             yield
         finally:
-            if background is not None:
-                background.cancel()
+            for task in background:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await background
+                    await task
             await recorder.flush()
             await dedupe.aclose()
             await tracker.flush()
@@ -113,29 +122,26 @@ def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
 
 
 def _worker(
-    settings: IngestSettings,
-    registry: Registry,
-    redis: Redis,
-    store: TrackingStore,
-    recorder: Recorder,
-    http: httpx.AsyncClient,
+    settings: IngestSettings, live: Live[Configured], redis: Redis, store: TrackingStore, recorder: Recorder
 ) -> Worker | None:
     """The background loop, when configured: recovery needs the auth service, the manager a public URL."""
     if not settings.background:
         return None
     recovery, manager = None, None
+
+    def fhir_for(org_id: str) -> FhirClient:
+        return live.current.clients[org_id]
+
     if settings.auth is None:
         log.warning("no auth service configured: gaps and silences are reported, never recovered")
     else:
-        tokens = TokenClient.configured(http, settings.auth)
-        clients = {org.id: FhirClient(http, tokens, org, FEATURE) for org in registry}
-        recovery = Recovery(clients.__getitem__, recorder, overlap_s=settings.recovery_overlap_s)
+        recovery = Recovery(fhir_for, recorder, overlap_s=settings.recovery_overlap_s)
         if settings.public_url:
-            manager = SubscriptionManager(clients.__getitem__, store, public_url=settings.public_url)
-    if manager is None and any(org.ingest.subscriptions for org in registry):
+            manager = SubscriptionManager(fhir_for, store, public_url=settings.public_url)
+    if manager is None and any(org.ingest.subscriptions for org in live.registry):
         log.warning("subscriptions are declared but not managed: set EHRFLOW_PUBLIC_URL and EHRFLOW_AUTH__*")
     return Worker(
-        registry,
+        lambda: live.registry,
         redis,
         store,
         recovery,

@@ -45,7 +45,7 @@ return granted
 class Worker:
     def __init__(
         self,
-        registry: Registry,
+        registry: Callable[[], Registry],
         redis: Redis,
         store: TrackingStore,
         recovery: Recovery | None,
@@ -57,6 +57,7 @@ class Worker:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._registry = registry
+        """The current registry (it follows reloads)."""
         self._redis = redis
         self._store = store
         self._recovery = recovery
@@ -81,11 +82,11 @@ class Worker:
         now = self._clock()
         if self._manager is not None and now - self._managed_at >= self._manage_every:
             self._managed_at = now
-            for org in self._registry:
+            for org in self._registry():
                 if org.ingest.subscriptions:
                     await self._locked(f"manage:{org.id}", self._manage, org)
         for state in await self._store.tracked():
-            org = self._registry.get(state.organization)
+            org = self._registry().get(state.organization)
             if org is not None:
                 await self._check(org, state, now)
 

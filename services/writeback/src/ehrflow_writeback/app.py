@@ -15,6 +15,7 @@ import asyncio
 import hmac
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -95,12 +96,14 @@ class ReviewAccess:
 NOT_A_CLINICIAN = "only a Practitioner or PractitionerRole reviews drafts"
 
 
-def routes(ctx: ReviewContext, access: ReviewAccess) -> list[Route]:
+def routes(context: Callable[[], ReviewContext], access: Callable[[], ReviewAccess]) -> list[Route]:
+    """The review API over the current configuration (``context()`` and ``access()`` follow registry
+    reloads: a revoked review key or a removed organization stops working without a restart)."""
     denied = "a review key or a clinician session of this organization is required"
 
     async def clinician(request: Request) -> Reviewer | Response:
         """The caller, or the answer that refuses them (401 unknown, 403 not a clinician)."""
-        reviewer = await access.reviewer(request)
+        reviewer = await access().reviewer(request)
         if reviewer is None:
             return operation_outcome(401, "security", denied)
         if reviewer.user is not None and not REVIEWER.match(reviewer.user):
@@ -112,6 +115,7 @@ def routes(ctx: ReviewContext, access: ReviewAccess) -> list[Route]:
         reviewer = await clinician(request)
         if isinstance(reviewer, Response):
             return reviewer
+        ctx = context()
         requested = request.query_params.get("status", "pending")
         status = next((s for s in STATUSES if s == requested), None)
         if status is None:
@@ -125,6 +129,7 @@ def routes(ctx: ReviewContext, access: ReviewAccess) -> list[Route]:
         reviewer = await clinician(request)
         if isinstance(reviewer, Response):
             return reviewer
+        ctx = context()
         queued = await ctx.queue.get(reviewer.organization, request.path_params["draft_id"])
         if queued is None or not reviewer.may_see(queued.draft.patient):
             return operation_outcome(404, "not-found", "no such draft for this organization and patient")
@@ -134,7 +139,7 @@ def routes(ctx: ReviewContext, access: ReviewAccess) -> list[Route]:
         reviewer = await clinician(request)
         if isinstance(reviewer, Response):
             return reviewer
-        org = reviewer.organization
+        ctx, org = context(), reviewer.organization
         draft_id, action = request.path_params["draft_id"], request.path_params["action"]
         if action not in ("approve", "reject"):
             return operation_outcome(404, "not-found", "action must be approve or reject")

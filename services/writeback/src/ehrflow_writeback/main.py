@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
@@ -15,8 +17,9 @@ from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
 from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.health import health_routes
 from ehrflow_runtime.http_errors import exception_handlers
+from ehrflow_runtime.live import Live
 from ehrflow_runtime.logging import configure_logging
-from ehrflow_runtime.organizations import load_registry
+from ehrflow_runtime.organizations import Registry
 from ehrflow_runtime.redis_client import make_redis
 from ehrflow_runtime.serve import make_http_client, run_asgi
 from ehrflow_runtime.sessions import SessionClient
@@ -33,7 +36,6 @@ FEATURE = "news2"
 
 
 def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -> Starlette:
-    registry = load_registry(settings.organizations_file)
     broker = broker or make_broker(settings.kafka, client_id="writeback", consumer=settings.consumer)
     redis = make_redis(settings.redis_url.get_secret_value())
     http = make_http_client(settings.auth.timeout_s)
@@ -44,7 +46,6 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
         service_name=settings.auth.service_name,
         credential=credential,
     )
-    clients = {org.id: FhirClient(http, tokens, org, FEATURE) for org in registry}
     sessions = SessionClient(
         http,
         base_url=settings.auth.url,
@@ -52,19 +53,35 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
         credential=credential,
     )
     queue = ReviewQueue(redis)
-    deps = Deps(queue=queue, fhir_for=clients.__getitem__)
-    publishers = declare(broker, lambda: deps)
-    review = ReviewContext(
-        registry=registry, queue=queue, publishers=publishers, publish_timeout_s=settings.kafka.publish_timeout_s
-    )
+
+    def configured(registry: Registry) -> Configured:
+        """What depends on the registry: rebuilt when it (or a review key file) changes."""
+        clients = {org.id: FhirClient(http, tokens, org, FEATURE) for org in registry}
+        return Configured(
+            deps=Deps(queue=queue, fhir_for=clients.__getitem__),
+            review=ReviewContext(
+                registry=registry,
+                queue=queue,
+                publishers=publishers,
+                publish_timeout_s=settings.kafka.publish_timeout_s,
+            ),
+            access=ReviewAccess(registry, sessions),
+        )
+
+    publishers = declare(broker, lambda: live.current.deps)
+    live = Live(settings.organizations_file, configured)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await ensure_topics(settings.kafka, topics.ALL)
         await broker.start()
+        watching = asyncio.create_task(live.watch(settings.registry_reload_s))
         try:
             yield
         finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
             await broker.stop()
             await http.aclose()
             await redis.aclose()
@@ -80,12 +97,19 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
 
     return Starlette(
         routes=[
-            *routes(review, ReviewAccess(registry, sessions)),
+            *routes(lambda: live.current.review, lambda: live.current.access),
             *health_routes({"broker": broker_ok, "redis": redis_ok}),
         ],
         lifespan=lifespan,
         exception_handlers=dict(exception_handlers()),
     )
+
+
+@dataclass(frozen=True)
+class Configured:
+    deps: Deps
+    review: ReviewContext
+    access: ReviewAccess
 
 
 def _documentation_only() -> Deps:
