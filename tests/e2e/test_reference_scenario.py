@@ -21,7 +21,6 @@ from ehrflow_devstack.demo import ScenarioResult, report, run_scenario
 from ehrflow_devstack.kafka_read import read_topic
 from ehrflow_devstack.scenario import Ehr, cases
 from ehrflow_devstack.stack import Stack
-from ehrflow_writeback.queue import ReviewQueue
 
 pytestmark = pytest.mark.integration
 
@@ -79,10 +78,10 @@ async def test_redelivered_decision_after_a_crash_writes_once(
     stack: Stack, scenario: ScenarioResult, ehrs: dict[str, Ehr]
 ) -> None:
     """Writeback crashed after writing but before recording it; Kafka redelivers the decision."""
-    assert stack.redis and stack.broker
+    assert stack.redis and stack.broker and stack.config
     draft = scenario.orgs["org1"].written[-1]
     redis = Redis.from_url(stack.redis.url)
-    queue = ReviewQueue(redis)
+    queue = stack.config.review_queue(redis)
     assert await queue.transition("org1", draft["draft_id"], "written", "approved") == (True, "approved")
     broker = KafkaBroker(stack.broker.url)
     async with broker:

@@ -24,7 +24,6 @@ from ehrflow_devstack.parts import start_tansu
 from ehrflow_devstack.processes import Process, free_port, http_ok
 from ehrflow_devstack.stack import Stack
 from ehrflow_runtime.sessions import session_cookie_name as cookie_name
-from ehrflow_writeback.queue import ReviewQueue
 
 pytestmark = pytest.mark.integration
 
@@ -369,7 +368,7 @@ def test_the_ehrs_smart_configuration_is_read_once_for_many_launches(env: Env, s
 
 
 async def test_launches_beyond_the_organizations_rate_get_429(env: Env, stack: Stack, tmp_path: Path) -> None:
-    assert stack.redis
+    assert stack.redis and stack.config
     redis = Redis.from_url(stack.redis.url)
     with _own_auth(env, stack, tmp_path / "auth.log", starts_per_minute=3) as url:
         for key in await redis.keys("ehrflow:auth:launch-rate:org1:*"):  # this module's other launches
@@ -407,9 +406,9 @@ def review_api(env: Env, stack: Stack, tmp_path_factory: pytest.TempPathFactory)
 
 
 async def test_a_session_opens_only_its_organization_and_patient(env: Env, stack: Stack, review_api: str) -> None:
-    assert stack.redis
+    assert stack.redis and stack.config
     redis = Redis.from_url(stack.redis.url)
-    queue = ReviewQueue(redis)
+    queue = stack.config.review_queue(redis)
     drafts = {}
     for org, patient in (("org1", "Patient/alpha"), ("org1", "Patient/beta"), ("org2", "Patient/alpha")):
         draft_id = uuid.uuid4().hex
@@ -457,10 +456,10 @@ async def test_a_session_whose_user_is_not_a_clinician_can_neither_see_nor_decid
     env: Env, stack: Stack, review_api: str
 ) -> None:
     """A ``fhirUser`` of type Patient (RelatedPerson, Person) could become the verifier of an AI RiskAssessment."""
-    assert stack.redis
+    assert stack.redis and stack.config
     redis = Redis.from_url(stack.redis.url)
     draft_id = uuid.uuid4().hex
-    await ReviewQueue(redis).add(
+    await stack.config.review_queue(redis).add(
         DraftProposed(
             organization_id="org1",
             correlation_id="c",

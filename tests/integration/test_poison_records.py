@@ -21,7 +21,6 @@ from redis.asyncio import Redis
 from ehrflow_contracts import DraftProposed, ModelRef, ReviewDecided, topics
 from ehrflow_devstack.kafka_read import read_records
 from ehrflow_devstack.stack import Stack
-from ehrflow_writeback.queue import ReviewQueue
 
 pytestmark = pytest.mark.integration
 
@@ -115,12 +114,12 @@ async def test_a_poison_notification_event_is_dead_lettered_and_the_next_one_is_
 
 
 async def test_poison_drafts_and_decisions_are_dead_lettered_and_those_behind_them_are_handled(stack: Stack) -> None:
-    assert stack.redis
+    assert stack.redis and stack.config
     run = uuid.uuid4().hex[:8]
     patient = f"Patient/poison-{run}"
     key = f"org1|{patient}"
     redis = Redis.from_url(stack.redis.url)
-    queue = ReviewQueue(redis)
+    queue = stack.config.review_queue(redis)
     try:
         # draft.proposed: a record that is not a draft, then a draft, and a draft the writer cannot write.
         broken = _draft(f"broken-{run}", patient, auto_approve=True)

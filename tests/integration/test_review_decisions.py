@@ -10,6 +10,7 @@ published only when a draft was new, so a crash after queueing lost it.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from ehrflow_devstack.mock_fhir import MockFhir
 from ehrflow_devstack.stack import Stack
 from ehrflow_runtime.broker import make_broker
 from ehrflow_runtime.organizations import load_registry
+from ehrflow_runtime.sealing import Sealer
 from ehrflow_runtime.settings import ConsumerPolicy, KafkaSettings
 from ehrflow_writeback.app import ReviewAccess, ReviewContext, routes
 from ehrflow_writeback.handlers import Deps, Publishers, declare
@@ -64,11 +66,12 @@ async def writeback(stack: Stack, tmp_path: Path) -> AsyncIterator[Writeback]:
     ehr = MockFhir()
     fhir = ehr.client(org1, service="writeback")
     redis = Redis.from_url(stack.redis.url)
-    queue = ReviewQueue(redis, prefix=f"test:{uuid.uuid4().hex}")
+    queue = ReviewQueue(redis, Sealer(os.urandom(32)), prefix=f"test:{uuid.uuid4().hex}")
     broker = make_broker(KafkaSettings(), client_id="writeback", consumer=ConsumerPolicy(backoff_s=0, retry_delay_s=0))
     publishers = declare(broker, lambda: Deps(queue=queue, fhir_for=lambda _: fhir))
     context = ReviewContext(registry=registry, queue=queue, publishers=publishers, publish_timeout_s=0.5)
-    app = Starlette(routes=routes(context, ReviewAccess(registry, None)))
+    access = ReviewAccess(registry, None)
+    app = Starlette(routes=routes(lambda: context, lambda: access))
     async with (
         TestKafkaBroker(broker) as test_broker,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://writeback") as api,

@@ -14,6 +14,10 @@ from pathlib import Path
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from redis.asyncio import Redis
+
+from ehrflow_runtime.sealing import Sealer, read_key_file
+from ehrflow_writeback.queue import ReviewQueue
 
 SEKMET_SCOPES = (
     "system/*.read system/RiskAssessment.write system/Provenance.write system/Subscription.write system/Basic.write"
@@ -84,6 +88,12 @@ class GeneratedConfig:
     policy_file: Path
     cache_key_file: Path
     admin_token: str
+    queue_key_file: Path
+    """Seals drafts in writeback's review queue."""
+
+    def review_queue(self, redis: Redis) -> ReviewQueue:
+        """The review queue as this configuration's writeback keeps it (tests read and seed it)."""
+        return ReviewQueue(redis, Sealer(read_key_file(self.queue_key_file, "review queue key")))
 
     def secret(self, name: str) -> str:
         return (self.folder / "secrets" / name).read_text().strip()
@@ -133,11 +143,14 @@ def generate(folder: Path) -> GeneratedConfig:
     cache_key = folder / "secrets" / "token-cache-key"
     if not cache_key.exists():
         _write_secret(cache_key, base64.b64encode(os.urandom(32)))
+    queue_key = folder / "secrets" / "review-queue-key"
+    if not queue_key.exists():
+        _write_secret(queue_key, base64.b64encode(os.urandom(32)))
     admin = folder / "secrets" / "ehr-admin-token"
     if not admin.exists():
         _write_secret(admin, secrets.token_urlsafe(24).encode())
     return GeneratedConfig(
-        folder, folder / "organizations.yaml", credentials, policy, cache_key, admin.read_text().strip()
+        folder, folder / "organizations.yaml", credentials, policy, cache_key, admin.read_text().strip(), queue_key
     )
 
 

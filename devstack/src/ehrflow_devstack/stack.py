@@ -66,6 +66,8 @@ class Stack:
         if name == "auth":
             env["EHRFLOW_SERVICE_POLICY_FILE"] = str(self.config.policy_file)
             env["EHRFLOW_TOKEN_CACHE_KEY_FILE"] = str(self.config.cache_key_file)
+        if name == "writeback":
+            env["EHRFLOW_QUEUE_KEY_FILE"] = str(self.config.queue_key_file)
             env["EHRFLOW_AUDIT_SUMMARY_S"] = "2"
         return env
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from ehrflow_auth.keys import KeyRing
-from ehrflow_auth.rotate import plan, rotate
+from ehrflow_auth.rotate import plan, rotate, write_private
 from ehrflow_devstack.config import generate, write_registry
 from ehrflow_runtime.organizations import load_registry
 
@@ -58,3 +60,24 @@ def test_rotate_edits_the_registry_and_writes_a_key(tmp_path: Path, org: str) ->
     assert (ring.signing_key(org, after).kid, published(after)) == (kid, [old.kid, kid])
     retired = NOW + timedelta(hours=2)
     assert (ring.signing_key(org, retired).kid, published(retired)) == (kid, [kid])
+
+
+def test_the_new_private_key_is_never_readable_by_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rotate CLI wrote the key and only then ran chmod 600: for a moment, under a permissive umask,
+    anyone on the host could read it. Now the file is created 0600; no chmod is needed (or allowed)."""
+    config = generate(tmp_path)
+    write_registry(config, {"org1": "https://a.example/fhir", "org2": "https://b.example/fhir"})
+
+    def no_chmod(self: Path, mode: int) -> None:
+        raise AssertionError(f"chmod {oct(mode)} after the key was written")
+
+    monkeypatch.setattr(Path, "chmod", no_chmod)
+    previous = os.umask(0)
+    try:
+        kid = rotate(config.organizations_file, "org1", publish_for=timedelta(0), retire_after=timedelta(1), now=NOW)
+    finally:
+        os.umask(previous)
+    key = config.folder / "keys" / f"{kid}.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    with pytest.raises(FileExistsError):  # never overwrites a key that is already there
+        write_private(key, b"x")

@@ -15,26 +15,23 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from redis.asyncio import Redis
 
 from ehrflow_auth.token_request import RateLimited
 from ehrflow_runtime.errors import UpstreamUnavailable
 from ehrflow_runtime.organizations import Organization
+from ehrflow_runtime.sealing import Sealer
 
 EARLY_REFRESH_S = 60
 """A cached token is served only with at least the caller's minimum + this many seconds left."""
 LOCK_TTL_MS = 15_000
 LOCAL_MAX_AGE_S = 5.0
 """How long a replica serves a token from memory before asking Redis again (never past Redis's TTL)."""
-NONCE_BYTES = 12
 
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
@@ -81,20 +78,18 @@ class TokenCache:
         if len(secret) != 32:
             raise ValueError("the token cache secret must be 32 bytes (AES-256-GCM)")
         self._redis = redis
-        self._aead = AESGCM(secret)
+        self._sealer = Sealer(secret)
         self._local: dict[str, tuple[str, str, float, float]] = {}
         self._inflight: dict[tuple[str, str | None], asyncio.Future[CachedToken]] = {}
         """key → (token, scope, expires at, re-check Redis at), on this replica's monotonic clock."""
         self._release = redis.register_script(_RELEASE)
 
     def _seal(self, key: str, payload: dict[str, str]) -> bytes:
-        nonce = os.urandom(NONCE_BYTES)
-        return nonce + self._aead.encrypt(nonce, json.dumps(payload).encode(), key.encode())
+        return self._sealer.seal(key, json.dumps(payload).encode())
 
     def _open(self, key: str, sealed: bytes) -> dict[str, str] | None:
-        try:
-            plain = self._aead.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], key.encode())
-        except (InvalidTag, ValueError):
+        plain = self._sealer.open(key, sealed)
+        if plain is None:
             return None
         data: dict[str, str] = json.loads(plain)
         return data

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,11 +25,11 @@ from ehrflow_auth.sessions import SessionStore
 from ehrflow_auth.settings import AuthSettings
 from ehrflow_contracts import AuditRecorded, topics
 from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
-from ehrflow_runtime.errors import ConfigurationError
 from ehrflow_runtime.health import health_routes
 from ehrflow_runtime.http_errors import exception_handlers
 from ehrflow_runtime.logging import configure_logging
 from ehrflow_runtime.redis_client import make_redis
+from ehrflow_runtime.sealing import read_key_file
 from ehrflow_runtime.serve import make_http_client, run_asgi
 from ehrflow_runtime.settings import KafkaSettings
 from ehrflow_runtime.telemetry import configure_telemetry
@@ -118,17 +117,7 @@ def asyncapi() -> FastStream:
 
 
 def read_cache_secret(path: Path) -> bytes:
-    """32 bytes, given raw or as base64 text (what ``openssl rand -base64 32`` prints)."""
-    raw = path.read_bytes()
-    if len(raw) == 32:
-        return raw
-    try:
-        decoded = base64.b64decode(raw.strip(), validate=True)
-    except ValueError:
-        decoded = b""
-    if len(decoded) != 32:
-        raise ConfigurationError(f"{path}: the token cache key must be 32 bytes (raw or base64)")
-    return decoded
+    return read_key_file(path, "token cache key")
 
 
 def main() -> None:

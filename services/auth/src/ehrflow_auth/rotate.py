@@ -12,6 +12,7 @@ YAML comments in the registry are not preserved.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,6 +50,14 @@ def plan(
     return [*updated, {**new_key, "sign_from": sign_from.isoformat()}]
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """Write a new private key readable by its owner only from the first byte: the file is created with
+    mode 0600 (whatever the umask), never written first and restricted after. An existing file is an error."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
 def rotate(registry: Path, org_id: str, *, publish_for: timedelta, retire_after: timedelta, now: datetime) -> str:
     data = yaml.safe_load(registry.read_text(encoding="utf-8"))
     record = data["organizations"][org_id]
@@ -59,8 +68,7 @@ def rotate(registry: Path, org_id: str, *, publish_for: timedelta, retire_after:
     current_file = Path(current["file"])
     new_file = current_file.with_name(f"{kid}.pem")
     target = new_file if new_file.is_absolute() else registry.parent / new_file
-    target.write_bytes(new_private_key_pem(alg))
-    target.chmod(0o600)
+    write_private(target, new_private_key_pem(alg))
     record["backend_auth"]["keys"] = plan(
         keys,
         new_key={"file": str(new_file), "kid": kid, "alg": alg},

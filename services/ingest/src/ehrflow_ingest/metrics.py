@@ -75,7 +75,9 @@ RECOVERIES = Counter(
 )
 RECOVERED = Counter("ehrflow_ingest_recovered_events_total", "Events published by recovery", ["organization"])
 TRACKING_SKIPPED = Counter(
-    "ehrflow_ingest_tracking_skipped_total", "Notifications not tracked for gaps (Redis down)", ["organization"]
+    "ehrflow_ingest_tracking_skipped_total",
+    "Notifications not tracked for gaps (Redis down, or too many sender-named subscriptions)",
+    ["organization"],
 )
 
 MANAGED_ACTIVE = Gauge(

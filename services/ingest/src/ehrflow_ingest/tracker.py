@@ -16,7 +16,7 @@ from ehrflow_ingest.batching import Batcher
 from ehrflow_ingest.metrics import GAPS, MISSING, RESETS, STATUS_ALERTS, TRACKING_SKIPPED
 from ehrflow_ingest.notifications import ParsedEvent, ParsedNotification
 from ehrflow_ingest.tracking import Findings, Seen, SubscriptionState, instant, observe
-from ehrflow_ingest.tracking_store import TrackingContention, TrackingStore, tracking_key
+from ehrflow_ingest.tracking_store import TrackingContention, TrackingFull, TrackingStore, tracking_key
 from ehrflow_runtime.organizations import Organization
 
 log = logging.getLogger("ehrflow.ingest.tracking")
@@ -84,6 +84,10 @@ class Tracker:
 
         try:
             found = await self.store.update(org_id, key, change)
+        except TrackingFull:
+            TRACKING_SKIPPED.labels(org_id).inc(len(items))
+            log.warning("too many sender-named subscriptions; this one is not tracked", extra={"org": org_id})
+            return
         except (RedisError, TrackingContention):
             TRACKING_SKIPPED.labels(org_id).inc(len(items))
             log.warning("tracking unavailable; gaps in these notifications go unnoticed", extra={"org": org_id})

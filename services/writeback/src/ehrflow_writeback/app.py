@@ -120,7 +120,8 @@ def routes(context: Callable[[], ReviewContext], access: Callable[[], ReviewAcce
         status = next((s for s in STATUSES if s == requested), None)
         if status is None:
             return operation_outcome(400, "invalid", f"status must be one of {list(STATUSES)}")
-        drafts = [d for d in await ctx.queue.list(reviewer.organization, status) if reviewer.may_see(d.draft.patient)]
+        listed = await ctx.queue.list(reviewer.organization, status, patient=reviewer.patient)
+        drafts = [d for d in listed if reviewer.may_see(d.draft.patient)]
         return JSONResponse(
             {"organization": reviewer.organization, "status": status, "drafts": [d.view() for d in drafts]}
         )

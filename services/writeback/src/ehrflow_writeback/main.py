@@ -21,6 +21,7 @@ from ehrflow_runtime.live import Live
 from ehrflow_runtime.logging import configure_logging
 from ehrflow_runtime.organizations import Registry
 from ehrflow_runtime.redis_client import make_redis
+from ehrflow_runtime.sealing import Sealer, read_key_file
 from ehrflow_runtime.serve import make_http_client, run_asgi
 from ehrflow_runtime.sessions import SessionClient
 from ehrflow_runtime.settings import KafkaSettings, read_secret_file
@@ -52,7 +53,9 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
         service_name=settings.auth.service_name,
         credential=credential,
     )
-    queue = ReviewQueue(redis)
+    queue = ReviewQueue(
+        redis, Sealer(read_key_file(settings.queue_key_file, "review queue key")), ttl_s=settings.draft_ttl_s
+    )
 
     def configured(registry: Registry) -> Configured:
         """What depends on the registry: rebuilt when it (or a review key file) changes."""

@@ -6,6 +6,13 @@ the queue can be rebuilt by replaying ``DRAFT_PROPOSED`` and ``REVIEW_DECIDED``.
 A draft moves ``pending → approved | rejected``, and ``approved → written``. Transitions are atomic
 (Lua), so two reviewers deciding at once cannot both win. Keys carry the organization id: a draft is
 only ever found under the organization that produced it.
+
+What Redis holds is bounded and sealed: a draft (the AI output, its inputs' references) and a reviewer's
+free-text reason are AES-256-GCM sealed with the draft's key as associated data (``ehrflow_runtime.
+sealing``), and a draft expires ``ttl_s`` after it was queued, with its index entries. Each status has
+an index per organization and one per patient, so a clinician's session lists its own patient's drafts
+however many other patients' are waiting. (The per-patient keys are named inside the script: Redis
+standalone or Sentinel, not Cluster, as for ingest.)
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 
 from ehrflow_contracts import DraftProposed
+from ehrflow_runtime.sealing import Sealer
 
 Status = Literal["pending", "approved", "rejected", "written", "failed"]
 STATUSES: tuple[Status, ...] = ("pending", "approved", "rejected", "written", "failed")
@@ -24,15 +32,22 @@ STATUSES: tuple[Status, ...] = ("pending", "approved", "rejected", "written", "f
 _TRANSITION = """
 -- KEYS: draft hash, index of the expected status, index of the new status
 -- ARGV: expected, new, now, draft id, then field/value pairs to record
+-- The patient's own indexes are the status indexes' names followed by ':' and the draft's patient.
 local current = redis.call('hget', KEYS[1], 'status')
 if not current then return {0, ''} end
 if current ~= ARGV[1] then return {0, current} end
 redis.call('hset', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[3])
 for i = 5, #ARGV, 2 do redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1]) end
+local patient = redis.call('hget', KEYS[1], 'patient') or ''
 redis.call('zrem', KEYS[2], ARGV[4])
 redis.call('zadd', KEYS[3], ARGV[3], ARGV[4])
+redis.call('zrem', KEYS[2] .. ':' .. patient, ARGV[4])
+redis.call('zadd', KEYS[3] .. ':' .. patient, ARGV[3], ARGV[4])
 return {1, ARGV[2]}
 """
+SEALED_FIELDS = frozenset({"draft", "reason"})
+"""Hash fields that may carry PHI (the draft; a reviewer's free text): sealed, never stored plain."""
+TTL_S = 30 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -63,52 +78,79 @@ class QueuedDraft:
 
 
 class ReviewQueue:
-    def __init__(self, redis: Redis, prefix: str = "ehrflow:writeback") -> None:
+    def __init__(self, redis: Redis, sealer: Sealer, prefix: str = "ehrflow:writeback", *, ttl_s: int = TTL_S) -> None:
         self._redis = redis
+        self._sealer = sealer
         self._prefix = prefix
+        self._ttl = ttl_s
         self._transition = redis.register_script(_TRANSITION)
 
     def _draft_key(self, org: str, draft_id: str) -> str:
         return f"{self._prefix}:{org}:draft:{draft_id}"
 
-    def _index(self, org: str, status: str) -> str:
-        return f"{self._prefix}:{org}:status:{status}"
+    def _index(self, org: str, status: str, patient: str | None = None) -> str:
+        index = f"{self._prefix}:{org}:status:{status}"
+        return index if patient is None else f"{index}:{patient}"
 
     async def add(self, draft: DraftProposed) -> bool:
         """Queue a draft once: a redelivered draft changes nothing. True when it was new."""
         key = self._draft_key(draft.organization_id, draft.draft_id)
-        created = await self._redis.hsetnx(key, "draft", draft.model_dump_json())
+        sealed = self._sealer.seal(key, draft.model_dump_json().encode())
+        created = await self._redis.hsetnx(key, "draft", sealed)
         if created:
             now = time.time()
+            org, patient = draft.organization_id, draft.patient
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hset(key, mapping={"status": "pending", "updated_at": str(now)})
-                pipe.zadd(self._index(draft.organization_id, "pending"), {draft.draft_id: now})
+                pipe.hset(key, mapping={"status": "pending", "updated_at": str(now), "patient": patient})
+                pipe.expire(key, self._ttl)
+                pipe.zadd(self._index(org, "pending"), {draft.draft_id: now})
+                pipe.zadd(self._index(org, "pending", patient), {draft.draft_id: now})
                 await pipe.execute()
         return bool(created)
 
     async def get(self, org: str, draft_id: str) -> QueuedDraft | None:
-        raw = await self._redis.hgetall(self._draft_key(org, draft_id))
+        key = self._draft_key(org, draft_id)
+        raw = await self._redis.hgetall(key)
         if not raw or b"draft" not in raw:
             return None
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        fields: dict[str, str] = {}
+        for name, value in raw.items():
+            field = _text(name)
+            if field in SEALED_FIELDS:
+                plain = self._sealer.open(key, value if isinstance(value, bytes) else value.encode("latin-1"))
+                if plain is None:  # not sealed under this key (moved from another): not this draft
+                    return None
+                fields[field] = plain.decode()
+            else:
+                fields[field] = _text(value)
         draft = DraftProposed.model_validate_json(fields.pop("draft"))
         if draft.organization_id != org:  # defence in depth: keys are already per organization
             return None
         return QueuedDraft(draft, fields.get("status", "pending"), fields)  # type: ignore[arg-type]
 
-    async def list(self, org: str, status: Status, limit: int = 100) -> list[QueuedDraft]:
-        ids = await self._redis.zrange(self._index(org, status), 0, limit - 1)
-        found = [await self.get(org, _text(i)) for i in ids]
-        return [q for q in found if q is not None]
+    async def list(
+        self, org: str, status: Status, *, patient: str | None = None, limit: int = 100
+    ) -> list[QueuedDraft]:
+        """Up to ``limit`` drafts of ``status``, oldest first: the organization's, or one patient's (its own
+        index, so other patients' drafts never crowd it out). Entries of expired drafts are dropped."""
+        index = self._index(org, status, patient)
+        await self._redis.zremrangebyscore(index, "-inf", time.time() - self._ttl)
+        ids = await self._redis.zrange(index, 0, limit - 1)
+        found = [(_text(i), await self.get(org, _text(i))) for i in ids]
+        gone = [i for i, q in found if q is None]
+        if gone:
+            await self._redis.zrem(index, *gone)
+        return [q for _, q in found if q is not None]
 
     async def transition(
         self, org: str, draft_id: str, expected: Status, new: Status, **fields: str
     ) -> tuple[bool, str]:
         """Atomically move ``expected → new``. Returns (done, status now); status '' = no such draft."""
-        args: list[str] = [expected, new, str(time.time()), draft_id]
+        key = self._draft_key(org, draft_id)
+        args: list[str | bytes] = [expected, new, str(time.time()), draft_id]
         for k, v in fields.items():
-            args += [k, v]
-        keys = [self._draft_key(org, draft_id), self._index(org, expected), self._index(org, new)]
+            args += [k, self._sealer.seal(key, v.encode()) if k in SEALED_FIELDS else v]
+        keys = [key, self._index(org, expected), self._index(org, new)]
         done, status = await self._transition(keys=keys, args=args)
         return bool(done), _text(status)
 

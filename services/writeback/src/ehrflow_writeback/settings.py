@@ -1,8 +1,19 @@
 from __future__ import annotations
 
+from pathlib import Path
+
+from pydantic import Field
+
 from ehrflow_runtime.settings import AuthClientSettings, CommonSettings
 
 
 class WritebackSettings(CommonSettings):
     port: int = 8004
     auth: AuthClientSettings
+    queue_key_file: Path = Field(
+        description="32 random bytes (raw, or base64 text) sealing drafts in the review queue (AES-256-GCM); "
+        "from a Secret."
+    )
+    draft_ttl_s: int = Field(
+        default=30 * 24 * 3600, gt=0, description="How long a draft stays in the review queue after it was queued."
+    )
