@@ -1,4 +1,4 @@
-"""smart-auth.md E3: three auth replicas, 200 concurrent requests for a cold token → one upstream request."""
+"""docs/design/smart.md E3: three auth replicas, 200 concurrent requests for a cold token → one upstream request."""
 
 from __future__ import annotations
 

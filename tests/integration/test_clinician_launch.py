@@ -1,4 +1,4 @@
-"""Clinician SMART launches against an Authlib authorization server: every row of smart-auth.md G."""
+"""Clinician SMART launches against an Authlib authorization server: every row of docs/design/smart.md G."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""An empty classic ping makes ingest go and look (subscriptions.md item 2; issue 4, deliver 6).
+"""An empty classic ping makes ingest go and look (docs/design/notifications.md item 2).
 
 An ingest replica manages a declared classic subscription without payload: SEKMET answers each matching
 change with an empty ``POST``. Ingest publishes the ping as an empty event and then searches the

@@ -1,4 +1,4 @@
-"""Re-delivery of the same notification: 200 again, and one record on Kafka (subscriptions.md items 9, 22);
+"""Re-delivery of the same notification: 200 again, and one record on Kafka (docs/design/notifications.md items 9, 22);
 the dedupe store's states against a real Redis."""
 
 from __future__ import annotations

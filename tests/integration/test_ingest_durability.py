@@ -1,4 +1,4 @@
-"""Durability under a broker outage (issue 4 acceptance; subscriptions.md item 7).
+"""Durability under a broker outage (docs/design/notifications.md item 7).
 
 5,000 notifications are posted concurrently while the broker is paused midway (SIGSTOP for 10 s, then
 SIGCONT; the local broker keeps data in memory, so killing it would test the broker, not ingest). Every

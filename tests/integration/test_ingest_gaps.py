@@ -1,4 +1,4 @@
-"""Gap detection and recovery against the sandbox EHR (subscriptions.md items 24, 25).
+"""Gap detection and recovery against the sandbox EHR (docs/design/notifications.md items 24, 25).
 
 Event numbers 1, 2, 5 arrive for a real SEKMET subscription: ingest raises the gap alert, asks for 3–4
 (SEKMET has no ``$events``, so by a ``_lastUpdated`` search of the subscription's criteria) and publishes

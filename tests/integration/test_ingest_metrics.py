@@ -1,4 +1,4 @@
-"""Ingest's per-notification metrics, read from its /metrics as Prometheus would (issue 4, Operations).
+"""Ingest's per-notification metrics, read from its /metrics as Prometheus would.
 
 Each outcome is counted under its organization, events published are counted once (a duplicate is 200
 but publishes nothing), and every answer lands in the latency histogram under its status.

@@ -1,4 +1,4 @@
-"""Every shape the sandbox EHR sends reaches Kafka once (issue 4 acceptance; subscriptions.md wire table).
+"""Every shape the sandbox EHR sends reaches Kafka once (the wire shapes in docs/design/notifications.md).
 
 Five subscriptions on SEKMET watch the same marked Observation: classic with payload (``PUT
 {endpoint}/Observation/{id}``), classic without (an empty ``POST`` ping), and topic-based full-resource,

@@ -1,4 +1,4 @@
-"""Self-healing subscriptions against the sandbox EHR (subscriptions.md item 28, issue 4 acceptance).
+"""Self-healing subscriptions against the sandbox EHR (docs/design/notifications.md item 28).
 
 An ingest replica manages a declared subscription: it creates it on SEKMET, which handshakes it active.
 The replica is then stopped long enough for SEKMET to give up and switch the subscription to ``error``;

@@ -1,4 +1,4 @@
-"""Silence is an alert (subscriptions.md item 26): no notification for 1.5 heartbeat periods.
+"""Silence is an alert (docs/design/notifications.md item 26): no notification for 1.5 heartbeat periods.
 
 An ingest replica creates a declared topic subscription with a one-second heartbeat on SEKMET; while
 heartbeats arrive the silence gauge is 0. The subscription is then switched off on the EHR behind

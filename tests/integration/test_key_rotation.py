@@ -1,4 +1,4 @@
-"""Key rotation under steady token traffic against SEKMET: no request fails (smart-auth.md F2, issue 3).
+"""Key rotation under steady token traffic against SEKMET: no request fails (docs/design/smart.md F2).
 
 SEKMET caches a client's JWKS for 300 s and never refetches early, so the new key must be published
 for longer than that before it signs: this test takes about six minutes, by design.

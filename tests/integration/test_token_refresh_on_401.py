@@ -1,4 +1,4 @@
-"""smart-auth.md E5: an EHR 401 with a cached token gets one fresh token and one retry, on real parts."""
+"""docs/design/smart.md E5: an EHR 401 with a cached token gets one fresh token and one retry, on real parts."""
 
 from __future__ import annotations
 

@@ -66,7 +66,7 @@ LEAKS = {
 @pytest.fixture(scope="session", autouse=True)
 def no_secrets_in_service_logs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """After the whole run: no ehrflow service log, of the shared stack or of any test's own processes,
-    holds a token, an assertion or a key (issue 3). The end-to-end test checks names, birth dates and
+    holds a token, an assertion or a key. The end-to-end test checks names, birth dates and
     every known secret as well."""
     yield
     roots = [STATE, tmp_path_factory.getbasetemp()]

@@ -1,4 +1,4 @@
-"""Notification bodies as real senders write them (subscriptions.md), for tests and benchmarks."""
+"""Notification bodies as real senders write them (docs/design/notifications.md), for tests and benchmarks."""
 
 from __future__ import annotations
 

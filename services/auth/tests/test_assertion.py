@@ -1,4 +1,4 @@
-"""Client assertions (smart-auth.md C1–C3): claims, algorithms, a new jti every time."""
+"""Client assertions (docs/design/smart.md C1–C3): claims, algorithms, a new jti every time."""
 
 from __future__ import annotations
 

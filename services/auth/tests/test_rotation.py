@@ -1,4 +1,4 @@
-"""Key rotation as data: publish first, sign later, retire later (smart-auth.md F2)."""
+"""Key rotation as data: publish first, sign later, retire later (docs/design/smart.md F2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Token requests against a scripted token endpoint (httpx.MockTransport): smart-auth.md D1–D3."""
+"""Token requests against a scripted token endpoint (httpx.MockTransport): docs/design/smart.md D1–D3."""
 
 from __future__ import annotations
 
@@ -256,7 +256,7 @@ async def test_long_429_is_reported_with_its_wait(org: Organization) -> None:
 
 
 async def test_a_thousand_requests_with_retries_never_repeat_a_jti(org: Organization) -> None:
-    """smart-auth.md C3: every attempt, retries included, signs a new assertion."""
+    """docs/design/smart.md C3: every attempt, retries included, signs a new assertion."""
     jtis: list[str] = []
     key = load_signing_key(org.backend_auth.keys[0])
 

@@ -166,7 +166,7 @@ def test_valid_notifications_with_a_wrong_type_inside_get_a_precise_answer(
 def test_a_reference_of_the_wrong_type_is_not_a_500(
     app: tuple[Any, MemorySink, str], reference: Any, where: str
 ) -> None:
-    """The four cases an outside review reproduced with a valid secret, kept as plain examples."""
+    """Four cases that answered 500 with a valid secret, kept as plain examples."""
     body = samples.subscription_status_bundle()
     status = body["entry"][0]["resource"]
     if where == "focus":

@@ -1,4 +1,4 @@
-"""Parsing notifications as real senders write them (subscriptions.md items 15–18, 20, 22)."""
+"""Parsing notifications as real senders write them (docs/design/notifications.md items 15–18, 20, 22)."""
 
 from __future__ import annotations
 

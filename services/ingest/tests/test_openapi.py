@@ -1,5 +1,5 @@
 """Schemathesis against ingest's own OpenAPI document: any path, body and header it can generate gets a
-documented answer with an OperationOutcome body, never a 500 (issue 4 acceptance, with test_fuzz.py).
+documented answer with an OperationOutcome body, never a 500 (with test_fuzz.py).
 
 Runs the app in-process with an in-memory sink in place of Kafka and no Redis (the transport boundaries);
 a third of the cases carry the organization's webhook secret so they get past authentication into parsing.

@@ -1,4 +1,4 @@
-"""Gaps, resets, late arrivals, pings, statuses and silences (subscriptions.md items 19, 24–27)."""
+"""Gaps, resets, late arrivals, pings, statuses and silences (docs/design/notifications.md items 19, 24–27)."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ def make_broker(
     """A broker whose publishes are durable (acks=all) and carry the W3C trace context in Kafka headers.
 
     256 KiB batches with ``linger_ms=0``: the default 16 KiB batch holds only a few FHIR messages and
-    made p99 ~440 ms under load here; lingering in a request path caps throughput (docs/benchmarks.md).
+    made p99 ~440 ms under load on the development machines; lingering in a request path caps throughput.
     Every consumer of the broker retries and dead-letters by ``consumer`` (``ehrflow_runtime.consumers``).
     """
     return KafkaBroker(

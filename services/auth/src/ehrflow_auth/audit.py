@@ -1,4 +1,4 @@
-"""Audit records: every token issued or refused, every launch and session (smart-auth.md C4, issue 3).
+"""Audit records: every token issued or refused, every launch and session (docs/design/smart.md C4).
 
 Each record is a JSON log line on the ``ehrflow.audit`` logger and an ``AuditRecorded`` event on the
 audit topic. What anyone can cause at any rate is counted instead and audited as periodic summaries

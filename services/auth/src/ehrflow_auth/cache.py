@@ -52,7 +52,7 @@ def token_digest(access_token: str) -> str:
 
 
 def cache_key(org: Organization, feature: str, token_endpoint: str) -> str:
-    """Hash of everything that makes a token distinct (smart-auth.md E1): two organizations, or two
+    """Hash of everything that makes a token distinct (docs/design/smart.md E1): two organizations, or two
     features of one organization, never share a key."""
     auth = org.backend_auth
     parts = [

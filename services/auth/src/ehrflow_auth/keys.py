@@ -1,6 +1,6 @@
 """Each organization's signing keys: loaded once (parsing a PEM costs tens of ms), public halves published.
 
-Rotation (smart-auth.md F2) is data on the keys: a new key is published first, signs from its
+Rotation (docs/design/smart.md F2) is data on the keys: a new key is published first, signs from its
 ``sign_from`` instant (after verifiers' cached JWKS expired), and the old one disappears at ``retire_at``.
 """
 

@@ -1,4 +1,4 @@
-"""Clinician SMART App Launch, EHR launch and standalone (smart-auth.md G1–G8).
+"""Clinician SMART App Launch, EHR launch and standalone (docs/design/smart.md G1–G8).
 
 ``start`` checks ``iss`` against the organization's allow-list before any outbound request, discovers
 the authorization server, and returns the authorize redirect plus a cookie binding the ``state``.

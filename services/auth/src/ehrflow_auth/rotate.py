@@ -1,4 +1,4 @@
-"""Rotate an organization's signing key with overlap (smart-auth.md F2).
+"""Rotate an organization's signing key with overlap (docs/design/smart.md F2).
 
     ehrflow-auth-rotate-key --registry organizations.yaml --org org1 [--publish-for 360] [--retire-after 3600]
 

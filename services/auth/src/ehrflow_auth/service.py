@@ -51,7 +51,7 @@ class TokenService:
 
     async def registry_changed(self, *, removed: set[str]) -> None:
         """After a registry reload: endpoints, scopes and keys may have changed; organizations that are gone
-        (disabled) lose their cached tokens at once (smart-auth.md E5)."""
+        (disabled) lose their cached tokens at once (docs/design/smart.md E5)."""
         self._discovered.clear()
         self._cache_keys.clear()
         self._kid_checked_at.clear()
@@ -66,7 +66,7 @@ class TokenService:
             )
 
     async def _purge_if_key_changed(self, org: Organization) -> None:
-        """smart-auth.md E5: an organization's cached tokens go when its signing key changes.
+        """docs/design/smart.md E5: an organization's cached tokens go when its signing key changes.
 
         Checked at most once a second per organization (keys change at a configured instant)."""
         now = time.monotonic()
@@ -112,7 +112,7 @@ class TokenService:
             try:
                 issued = await self._request(org, feature, signing, config)
             except ConfigurationError:
-                CREDENTIAL_HEALTHY.labels(org.id).set(0)  # smart-auth.md D3: refused client, marked unhealthy
+                CREDENTIAL_HEALTHY.labels(org.id).set(0)  # docs/design/smart.md D3: refused client, marked unhealthy
                 raise
             CREDENTIAL_HEALTHY.labels(org.id).set(1)
             return issued.access_token, issued.scope, issued.expires_in

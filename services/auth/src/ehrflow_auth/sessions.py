@@ -1,4 +1,4 @@
-"""Clinician sessions: one per launch, bound to (organization, iss, patient, user) — smart-auth.md G6.
+"""Clinician sessions: one per launch, bound to (organization, iss, patient, user) — docs/design/smart.md G6.
 
 A session is found only by its random id *and* its binding cookie, never by user or organization:
 two launches in one browser (embedded EHR browsers share storage) are two sessions. Redis keeps the

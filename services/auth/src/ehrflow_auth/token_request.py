@@ -1,4 +1,4 @@
-"""The client_credentials token request to an EHR, with SMART's error handling (smart-auth.md D)."""
+"""The client_credentials token request to an EHR, with SMART's error handling (docs/design/smart.md D)."""
 
 from __future__ import annotations
 

@@ -126,7 +126,7 @@ class IngestContext:
 
 
 def _parse(delivery: Delivery, raw: bytes, content_type: str) -> ParsedNotification:
-    """Which shape this is, by route, method and body (subscriptions.md item 15)."""
+    """Which shape this is, by route, method and body (docs/design/notifications.md item 15)."""
     if content_type and content_type not in JSON_TYPES:
         raise NotificationError(f"content type '{content_type}' is not FHIR JSON")
     body: Any = None

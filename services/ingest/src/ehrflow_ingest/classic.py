@@ -1,4 +1,4 @@
-"""R4 classic (criteria-based) notifications and bare-resource deliveries (subscriptions.md items 2, 3, 15).
+"""R4 classic (criteria-based) notifications and bare-resource deliveries (docs/design/notifications.md items 2, 3, 15).
 
 - ``POST {endpoint}`` with an empty body: "something changed" — one empty event; the receiver must look.
 - ``PUT {endpoint}/{Type}/{id}`` with the resource (or an empty body: FHIR Works on AWS), or

@@ -1,4 +1,4 @@
-"""Dedupe of notification events, in Redis, for at least seven days (subscriptions.md items 9, 22).
+"""Dedupe of notification events, in Redis, for at least seven days (docs/design/notifications.md items 9, 22).
 
 A key is claimed *pending* (briefly) before its event is published and marked *done* only after the
 broker confirmed it; a failed publish releases the claim. So a crash between claim and publish costs a

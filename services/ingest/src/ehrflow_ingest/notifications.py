@@ -1,6 +1,6 @@
 """Parsing topic-based Subscription notifications (R4 backport, R4B, R5) into normalized events.
 
-Pure functions, no I/O. Tolerant of what real senders do (subscriptions.md items 15–18): counters as
+Pure functions, no I/O. Tolerant of what real senders do (docs/design/notifications.md items 15–18): counters as
 strings or numbers, references in any form, unknown parameters kept out of the way rather than rejected.
 """
 
@@ -250,7 +250,7 @@ def version_key(org_id: str, focus: str, version: str, scope: str = "") -> str:
 def dedupe_key(
     org_id: str, note: ParsedNotification, event: ParsedEvent, raw_body: bytes, index: int = 0, scope: str = ""
 ) -> str:
-    """Key precedence (subscriptions.md item 22): event id → (subscription, event number, with the focus,
+    """Key precedence (docs/design/notifications.md item 22): event id → (subscription, event number, with the focus,
     its version and the event time) → (focus, versionId) → a delete of the focus → hash of the body and the event's place in it. ``Bundle.id`` is
     reused by senders and never used. An event with nothing to recognise it by (an empty ping, an empty
     PUT) is never a duplicate: dropping one would lose a change, while a repeat is harmless."""

@@ -1,4 +1,4 @@
-"""Fetching what a subscription missed from the organization's own FHIR API (subscriptions.md item 24).
+"""Fetching what a subscription missed from the organization's own FHIR API (docs/design/notifications.md item 24).
 
 1. ``Subscription/{id}/$events?eventsSinceNumber=a&eventsUntilNumber=b`` where the EHR offers it: the exact
    events, with their numbers. An EHR that answers 400/404/405/501 is remembered as not offering it.

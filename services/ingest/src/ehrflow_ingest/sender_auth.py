@@ -1,7 +1,7 @@
 """Authenticating the EHR that sends a notification, per organization, before anything expensive.
 
 Two kinds, configurable per organization (and per declared subscription) and usable together
-(subscriptions.md items 11–12):
+(docs/design/notifications.md items 11–12):
 - a static header secret from the Subscription's ``channel.header`` (any header name; ``Authorization``
   carries ``Bearer <secret>``), one or two valid at once for rotation;
 - an HMAC-SHA256 over the **raw body bytes**: ``X-Hub-Signature: sha256=<hex>`` (WebSub, athenahealth) or

@@ -1,4 +1,4 @@
-"""What ingest knows about each subscription: liveness, event numbers, gaps (subscriptions.md items 19, 24–27).
+"""What ingest knows about each subscription: liveness, event numbers, gaps (docs/design/notifications.md items 19, 24–27).
 
 Pure functions over a small state record; ``tracking_store`` keeps the records in Redis.
 
