@@ -15,25 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from ehrflow_contracts import topics
 from ehrflow_devstack.kafka_read import read_topic, wait_for_records
-from ehrflow_devstack.processes import free_port
-from ehrflow_devstack.scenario import MARKER_CODES, TOPIC_URL, Ehr, marked_observation, vital_signs_topic
+from ehrflow_devstack.processes import free_port, wait_until
+from ehrflow_devstack.scenario import MARKER_CODES, Ehr, marked_observation, vital_signs_topic
 from ehrflow_devstack.stack import Stack
 from ehrflow_ingest.manager import TAG_SYSTEM
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := check():
-            return result
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture()
@@ -45,25 +35,13 @@ def ehr(stack: Stack) -> Iterator[Ehr]:
     client.close()
 
 
-def registry_declaring(stack: Stack, name: str, criteria: str) -> Path:
-    """The stack's organization file plus one declared subscription for org1 (same folder: same secrets)."""
-    assert stack.config
-    registry = yaml.safe_load(stack.config.organizations_file.read_text())
-    registry["organizations"]["org1"]["ingest"]["subscriptions"] = [
-        {"name": name, "topic": TOPIC_URL, "criteria": criteria, "content": "full-resource"}
-    ]
-    path = stack.config.organizations_file.with_name(f"organizations-{name}.yaml")
-    path.write_text(yaml.safe_dump(registry))
-    return path
-
-
 def test_a_subscription_the_ehr_gave_up_on_is_reactivated_and_backfilled(
     stack: Stack, ehr: Ehr, tmp_path: Path
 ) -> None:
     assert stack.broker
     marker = uuid.uuid4().hex[:8]
     name = f"heal-{marker}"
-    registry = registry_declaring(stack, name, f"Observation?code={MARKER_CODES}|{marker}")
+    registry = stack.registry_declaring(name, f"Observation?code={MARKER_CODES}|{marker}")
     url = f"http://127.0.0.1:{free_port()}"  # the replica comes back where the EHR expects it
 
     def start(log: str) -> Any:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -23,8 +24,13 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999  # Linux's default; macOS uses 49152-65535, above it too
 
 
+_HANDED_OUT: set[int] = set()
+"""Ports this process chose already. The stack picks the services' ports before it starts the EHRs
+(the EHRs must know auth's JWKS URL), so a port chosen and not yet bound must never be chosen again."""
+
+
 def free_port() -> int:
-    """A free loopback port *outside* the kernel's ephemeral range.
+    """A free loopback port *outside* the kernel's ephemeral range, never the same one twice.
 
     ``bind(0)`` hands out ports from the range outgoing connections use too, so between choosing a port and
     a child process binding it, any client connection (Kafka, Redis, HTTP) may take it. Below the range
@@ -33,13 +39,26 @@ def free_port() -> int:
     low = min(_ephemeral_range()[0], 49152)
     for _ in range(500):
         port = random.randint(10_000, low - 1)  # noqa: S311 - choosing a port, not a secret
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     raise StartupError("no free port below the ephemeral range")
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float = 60.0) -> Any:
+    """Poll ``check`` until it returns something true (returned), or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def tcp_open(host: str, port: int) -> bool:

@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+import yaml
+
 from ehrflow_devstack.config import ORGS, SEKMET_SCOPES, GeneratedConfig, generate, write_registry
 from ehrflow_devstack.parts import Part, start_broker, start_redis, start_sekmet
 from ehrflow_devstack.processes import Process, free_port, http_ok
+from ehrflow_devstack.scenario import TOPIC_URL
 
 log = logging.getLogger("ehrflow.devstack")
 
@@ -122,6 +125,18 @@ class Stack:
             "EHRFLOW_PORT": url.rsplit(":", 1)[1],
         }
         return launch_service(service, url, log, env), url
+
+    def registry_declaring(self, name: str, criteria: str, *, topic: str | None = None) -> Path:
+        """The stack's organization file plus one subscription org1 declares (``name``, ``criteria``; on the
+        vital-signs ``topic`` by default), in the same folder so the secrets resolve alike."""
+        assert self.config
+        registry = yaml.safe_load(self.config.organizations_file.read_text())
+        registry["organizations"]["org1"]["ingest"]["subscriptions"] = [
+            {"name": name, "topic": topic or TOPIC_URL, "criteria": criteria, "content": "full-resource"}
+        ]
+        path = self.config.organizations_file.with_name(f"organizations-{name}.yaml")
+        path.write_text(yaml.safe_dump(registry))
+        return path
 
     def start_ingest_on(self, broker: Part, folder: Path, **overrides: str) -> tuple[Process, str, GeneratedConfig]:
         """An ingest replica publishing to ``broker`` (a test's own, which it may pause or stop), for two

@@ -125,6 +125,14 @@ class Dedupe:
         """Close the sender's connection (after ``flush``, at shutdown)."""
         await self._connection.disconnect()
 
+    async def extend(self, keys: list[str]) -> None:
+        """Keep pending claims pending for another ``pending_ms`` (their publish is still on its way)."""
+        if keys:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.pexpire(PREFIX + key, self._pending)
+                await pipe.execute()
+
     async def release(self, keys: list[str]) -> None:
         if keys:
             await self._redis.delete(*[PREFIX + key for key in keys])

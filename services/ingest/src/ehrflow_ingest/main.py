@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from faststream import FastStream
 from faststream.specification import AsyncAPI
@@ -74,7 +74,7 @@ def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
         body_timeout_s=settings.body_timeout_s,
         tracker=tracker,
     )
-    worker = _worker(settings, live, redis, store, recorder)
+    worker = _worker(settings, live, redis, store, recorder, sink.ready)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -122,7 +122,12 @@ def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
 
 
 def _worker(
-    settings: IngestSettings, live: Live[Configured], redis: Redis, store: TrackingStore, recorder: Recorder
+    settings: IngestSettings,
+    live: Live[Configured],
+    redis: Redis,
+    store: TrackingStore,
+    recorder: Recorder,
+    ready: Callable[[], Awaitable[bool]],
 ) -> Worker | None:
     """The background loop, when configured: recovery needs the auth service, the manager a public URL."""
     if not settings.background:
@@ -149,6 +154,7 @@ def _worker(
         tick_s=settings.tick_s,
         manage_every_s=settings.manage_every_s,
         grace_s=settings.gap_grace_s,
+        ready=ready,
     )
 
 

@@ -20,6 +20,7 @@ from redis.exceptions import LockError, RedisError
 
 from ehrflow_ingest.manager import SubscriptionManager
 from ehrflow_ingest.metrics import RECOVERIES, SILENT
+from ehrflow_ingest.recording import BrokerUnavailable, InFlight
 from ehrflow_ingest.recovery import CannotRecover, Recovered, Recovery
 from ehrflow_ingest.tracking import Due, Gap, SubscriptionState, due
 from ehrflow_ingest.tracking_store import TrackingStore
@@ -55,6 +56,7 @@ class Worker:
         manage_every_s: float,
         grace_s: float,
         clock: Callable[[], float] = time.time,
+        ready: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self._registry = registry
         """The current registry (it follows reloads)."""
@@ -67,6 +69,9 @@ class Worker:
         self._grace = grace_s
         self._clock = clock
         self._managed_at = float("-inf")
+        self._ready = ready
+        """Whether the broker answers: while it does not, nothing recovered could be published and a
+        subscription re-activated would fail again, so the pass waits (the EHR keeps its events)."""
 
     async def run(self) -> None:
         while True:
@@ -79,6 +84,9 @@ class Worker:
             await asyncio.sleep(self._tick)
 
     async def tick(self) -> None:
+        if self._ready is not None and not await self._ready():
+            log.warning("the broker does not answer; recovery and subscription management wait")
+            return
         now = self._clock()
         if self._manager is not None and now - self._managed_at >= self._manage_every:
             self._managed_at = now
@@ -132,9 +140,11 @@ class Worker:
         except CannotRecover as exc:
             log.error("cannot recover: %s", exc, extra={"org": org.id})
             await self._store.update(org.id, state.key, _give_up(todo.gaps))
-        except (UpstreamRejected, UpstreamUnavailable) as exc:
+        except InFlight:  # an earlier pass's publish is still on its way: not again meanwhile
+            RECOVERIES.labels(org.id, "any", "in-flight").inc()
+        except (UpstreamRejected, UpstreamUnavailable, BrokerUnavailable) as exc:
             RECOVERIES.labels(org.id, "any", "failed").inc()
-            log.warning("recovery failed; will retry", extra={"org": org.id, "reason": str(exc)})
+            log.warning("recovery failed; will retry", extra={"org": org.id, "reason": str(exc) or type(exc).__name__})
         finally:
             if budget > 0:  # what was reserved and not spent goes back to this minute's budget
                 with contextlib.suppress(RedisError):
