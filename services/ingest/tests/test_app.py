@@ -386,3 +386,25 @@ async def test_a_body_that_does_not_arrive_in_time_is_408(config) -> None:  # ty
     headers = {"Content-Type": "application/fhir+json", WEBHOOK_HEADER: config.webhook_secret("org1")}
     status, answer = await asyncio.wait_for(_call_raw(app, headers, receive), 10)
     assert status == 408 and answer["issue"][0]["diagnostics"] == "the body did not arrive within 0.2 s"
+
+
+@pytest.mark.parametrize(("trusted", "expected"), [("127.0.0.1/32", 200), ("10.0.0.0/8", 401)])
+async def test_a_client_certificate_forwarded_by_a_trusted_ingress_authenticates(
+    config, tmp_path: Path, trusted: str, expected: int
+) -> None:  # type: ignore[no-untyped-def]
+    """An organization may authenticate its webhooks by the client certificate the ingress verified; the
+    forwarded header is believed from the trusted proxy's address only (here the test client's 127.0.0.1)."""
+    registry = yaml.safe_load(config.organizations_file.read_text())
+    registry["organizations"]["org1"]["ingest"] = {"client_certificates": [{"sha256": "ab" * 32, "subject": "CN=ehr"}]}
+    path = config.organizations_file.with_name(f"mtls-{trusted.replace('/', '-')}.yaml")
+    path.write_text(yaml.safe_dump(registry))
+    settings = IngestSettings(organizations_file=path, redis_url="redis://127.0.0.1:1/0", trusted_proxies=(trusted,))
+    sink = MemorySink()
+    transport = httpx.ASGITransport(app=create_app(settings, sink=sink))
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as http:
+        forwarded = {"X-Forwarded-Client-Cert": f'Hash={"ab" * 32};Subject="CN=ehr"'}
+        answer = await http.post("/v1/notify/org1", json=samples.r4_backport(), headers=forwarded)
+        assert answer.status_code == expected
+        wrong = {"X-Forwarded-Client-Cert": f'Hash={"cd" * 32};Subject="CN=ehr"'}
+        assert (await http.post("/v1/notify/org1", json=samples.r4_backport(), headers=wrong)).status_code == 401
+    assert len(sink.published[topics.NOTIFICATION_RECEIVED]) == (1 if expected == 200 else 0)

@@ -6,8 +6,10 @@ import hashlib
 import hmac
 from pathlib import Path
 
-from ehrflow_ingest.sender_auth import SenderSecrets
-from ehrflow_runtime.organizations import Ingest, Organization
+import pytest
+
+from ehrflow_ingest.sender_auth import ForwardedCert, SenderSecrets, forwarded_cert
+from ehrflow_runtime.organizations import ClientCertificate, Ingest, Organization
 
 
 def _with_ingest(organization: Organization, org_id: str, **ingest: object) -> Organization:
@@ -121,3 +123,35 @@ def test_a_declared_subscription_with_its_own_secret_accepts_that_one_only(
     assert not secrets.authenticate("org1", {"x-hook": "own"})  # not on the organization's route
     assert not secrets.authenticate("org1", {"x-hook": "own"}, subscription="labs")
     assert secrets.authenticate("org1", {"x-hook": "shared"}, subscription="labs")  # no secret of its own
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ('By=spiffe://ingress;Hash=ABCD;Subject="CN=ehr,O=North, Inc.";URI=', ForwardedCert("abcd", "CN=ehr,O=North, Inc.")),
+        ('Hash=11;Subject="CN=first",Hash=22;Subject="CN=nearest"', ForwardedCert("22", "CN=nearest")),
+        ("Subject=CN=plain", ForwardedCert(None, "CN=plain")),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_the_forwarded_client_certificate_is_the_nearest_proxys_element(
+    header: str | None, expected: ForwardedCert | None
+) -> None:
+    assert forwarded_cert(header) == expected
+
+
+def test_a_client_certificate_matches_on_fingerprint_and_subject(organization: Organization, tmp_path: Path) -> None:
+    digest = "ab" * 32
+    org = organization.model_copy(
+        update={
+            "ingest": organization.ingest.model_copy(
+                update={"client_certificates": (ClientCertificate(sha256=digest, subject="CN=ehr"),)}
+            )
+        }
+    )
+    secrets = SenderSecrets([org])
+    assert secrets.authenticate("org1", {}, certificate=ForwardedCert(digest, "CN=ehr"))
+    assert not secrets.authenticate("org1", {}, certificate=ForwardedCert(digest, "CN=other"))
+    assert not secrets.authenticate("org1", {}, certificate=ForwardedCert("cd" * 32, "CN=ehr"))
+    assert not secrets.authenticate("org1", {})  # no certificate forwarded (or from an untrusted peer)

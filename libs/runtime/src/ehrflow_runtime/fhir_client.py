@@ -11,6 +11,7 @@ import httpx
 from ehrflow_runtime.errors import UpstreamRejected, UpstreamUnavailable
 from ehrflow_runtime.organizations import Organization
 from ehrflow_runtime.outcomes import FHIR_JSON
+from ehrflow_runtime.tls import failure
 from ehrflow_runtime.tokens import TokenClient
 
 _ID = r"(?!\.{1,2}(?:[/?]|$))[A-Za-z0-9\-.]{1,64}"
@@ -120,8 +121,9 @@ class FhirClient:
             headers["Authorization"] = f"Bearer {token.value.get_secret_value()}"
             try:
                 response = await self._http.request(method, url, headers=headers, **kwargs)
-            except httpx.HTTPError as exc:
-                raise UpstreamUnavailable(f"{org} FHIR {method} {_kind(path)}: {type(exc).__name__}") from exc
+            except httpx.HTTPError as exc:  # a TLS handshake that failed says why (no secret is in the reason)
+                why = failure(exc, self.organization)
+                raise UpstreamUnavailable(f"{org} FHIR {method} {_kind(path)}: {why}") from exc
             if response.status_code == 401 and attempt == 1:
                 self._tokens.invalidate(org, self.feature)
                 continue

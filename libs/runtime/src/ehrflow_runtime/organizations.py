@@ -150,10 +150,35 @@ class DeclaredSubscription(_Strict):
         return self.criteria.split("?", 1)[0]
 
 
+class ClientCertificate(_Strict):
+    """A sender's client certificate, as the ingress that verified it forwards it (``X-Forwarded-Client-Cert``
+    from a trusted proxy): matched on its SHA-256 fingerprint, its subject, or both."""
+
+    sha256: str | None = Field(default=None, description="SHA-256 (hex) of the certificate (DER).")
+    subject: str | None = Field(default=None, description='The subject as the ingress writes it, e.g. "CN=ehr,O=Org".')
+
+    @model_validator(mode="after")
+    def _something(self) -> ClientCertificate:
+        if self.sha256 is None and self.subject is None:
+            raise ValueError("sha256|name the certificate by its sha256, its subject, or both")
+        if self.sha256 is not None:
+            digest = self.sha256.replace(":", "").lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", digest):
+                raise ValueError("sha256|64 hex digits (colons allowed)")
+            object.__setattr__(self, "sha256", digest)
+        return self
+
+
 class Ingest(_Strict):
     secrets: tuple[WebhookSecret, ...] = Field(default=(), max_length=2, description="One, or two while rotating.")
     signatures: tuple[WebhookSignature, ...] = Field(
         default=(), max_length=2, description="One, or two while rotating."
+    )
+    client_certificates: tuple[ClientCertificate, ...] = Field(
+        default=(),
+        max_length=2,
+        description="Senders' client certificates the ingress verified (one, or two while rotating); needs "
+        "EHRFLOW_TRUSTED_PROXIES.",
     )
     keep_resources: bool = Field(
         default=True,
@@ -177,8 +202,11 @@ class Ingest(_Strict):
 
     @model_validator(mode="after")
     def _some_authentication(self) -> Ingest:
-        if not self.secrets and not self.signatures:
-            raise ValueError("secrets|an organization needs webhook secrets or signatures to authenticate its EHR")
+        if not self.secrets and not self.signatures and not self.client_certificates:
+            raise ValueError(
+                "secrets|an organization needs webhook secrets, signatures or client certificates to authenticate "
+                "its EHR"
+            )
         if any(not s.secrets for s in self.subscriptions) and not self.secrets:
             raise ValueError(
                 "subscriptions|managed subscriptions need a header secret for the EHR: their own, or ingest.secrets"
@@ -208,6 +236,35 @@ class News2Workflow(_Strict):
     auto_approve: bool = Field(default=False, description="Write without review. Off unless chosen.")
 
 
+class OrganizationTls(_Strict):
+    """TLS to this organization's EHR (FHIR, discovery and token endpoints), for EHRs that require mutual
+    TLS or a CA of their own (``ehrflow_runtime.tls``)."""
+
+    client_cert_file: Path | None = Field(default=None, description="Our client certificate (PEM, chain).")
+    client_key_file: Path | None = Field(default=None, description="Its private key (PEM); from a Secret.")
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle for the EHR's certificates (default: the system's)."
+    )
+    pinned_sha256: tuple[str, ...] = Field(
+        default=(),
+        description="SHA-256 (hex) of the EHR's certificates (DER) to accept; empty: any the CA bundle verifies.",
+    )
+
+    @field_validator("pinned_sha256")
+    @classmethod
+    def _hex_digests(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pin in value:
+            if not re.fullmatch(r"[0-9a-fA-F]{64}", pin.replace(":", "")):
+                raise ValueError("each pin is a SHA-256 digest: 64 hex digits (colons allowed)")
+        return tuple(p.replace(":", "").lower() for p in value)
+
+    @model_validator(mode="after")
+    def _pair(self) -> OrganizationTls:
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("client_key_file|a client certificate and its key come together")
+        return self
+
+
 class Workflows(_Strict):
     news2: News2Workflow | None = None
 
@@ -226,6 +283,7 @@ class Organization(_Strict):
     review: Review
     launch: Launch | None = None
     workflows: Workflows = Workflows()
+    tls: OrganizationTls | None = None
 
     @field_validator("features")
     @classmethod
@@ -329,6 +387,12 @@ def _resolve_files(org: Organization, folder: Path) -> Organization:
         for i, sub in enumerate(org.ingest.subscriptions)
         for j in range(len(sub.secrets))
     ]
+    if org.tls is not None:
+        checks += [
+            (f"tls.{name}", ["tls"], name)
+            for name in ("client_cert_file", "client_key_file", "ca_file")
+            if getattr(org.tls, name) is not None
+        ]
     for dotted, route, key in checks:
         node: Any = data
         for step in route:

@@ -9,6 +9,7 @@ import httpx
 
 from ehrflow_runtime.errors import ConfigurationError, UpstreamUnavailable
 from ehrflow_runtime.organizations import Organization
+from ehrflow_runtime.tls import failure
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,8 @@ async def discover(http: httpx.AsyncClient, org: Organization) -> SmartConfigura
     try:
         response = await http.get(url, headers={"Accept": "application/json"})
     except httpx.HTTPError as exc:
-        raise UpstreamUnavailable(f"{org.id}: SMART discovery failed ({type(exc).__name__})") from exc
+        why = failure(exc, org)
+        raise UpstreamUnavailable(f"{org.id}: SMART discovery failed ({why})") from exc
     if response.status_code >= 500:
         raise UpstreamUnavailable(f"{org.id}: SMART discovery answered {response.status_code}")
     if response.status_code != 200:

@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 
 from ehrflow_auth.sessions import Session, SessionStore
 from ehrflow_runtime.organizations import Launch, Organization
+from ehrflow_runtime.tls import OrganizationClients
 
 STATE_PREFIX = "ehrflow:auth:launch-state:"
 RATE_PREFIX = "ehrflow:auth:launch-rate:"
@@ -118,9 +119,10 @@ class Launches:
         *,
         state_ttl_s: int = 600,
         discovery_ttl_s: float = DISCOVERY_TTL_S,
+        clients: OrganizationClients | None = None,
     ) -> None:
         self._redis = redis
-        self._http = http
+        self._clients = clients or OrganizationClients(http)
         self._sessions = sessions
         self._state_ttl = state_ttl_s
         self._discovery_ttl = discovery_ttl_s
@@ -142,21 +144,20 @@ class Launches:
             raise LaunchError(f"organization {org.id} has no clinician launch", 404)
         return org.launch
 
-    async def _discover(self, iss: str) -> dict[str, Any]:
+    async def _discover(self, org: Organization, iss: str) -> dict[str, Any]:
         """The issuer's SMART configuration, checked, and reused for ``DISCOVERY_TTL_S`` (allowed issuers
         only reach here, so the cache holds at most one document per configured issuer)."""
         cached = self._discovered.get(iss)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        doc = await self._read_configuration(iss)
+        doc = await self._read_configuration(self._clients.for_org(org), iss)
         self._discovered[iss] = (time.monotonic() + self._discovery_ttl, doc)
         return doc
 
-    async def _read_configuration(self, iss: str) -> dict[str, Any]:
+    @staticmethod
+    async def _read_configuration(http: httpx.AsyncClient, iss: str) -> dict[str, Any]:
         try:
-            response = await self._http.get(
-                f"{iss}/.well-known/smart-configuration", headers={"Accept": "application/json"}
-            )
+            response = await http.get(f"{iss}/.well-known/smart-configuration", headers={"Accept": "application/json"})
             doc: dict[str, Any] = response.json()
         except (httpx.HTTPError, ValueError):
             raise LaunchError("the EHR's SMART configuration could not be read", 502) from None
@@ -179,7 +180,7 @@ class Launches:
         if chosen not in allowed:
             raise LaunchError("iss is not an issuer of this organization")  # G1: before any outbound request
         issuer = allowed[chosen].rstrip("/")
-        doc = await self._discover(issuer)
+        doc = await self._discover(org, issuer)
         state, nonce, binding = secrets.token_urlsafe(32), secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         verifier, challenge = _pkce()
         scopes = list(config.scopes)
@@ -237,8 +238,9 @@ class Launches:
         code = query.get("code")
         if not code:
             raise LaunchError("code is missing")
-        token = await self._exchange(config, record, code)
-        claims = await self._id_token_claims(config, record, token.get("id_token"))
+        http = self._clients.for_org(org)
+        token = await self._exchange(http, config, record, code)
+        claims = await self._id_token_claims(http, config, record, token.get("id_token"))
         user = self._fhir_user(record["iss"], claims.get("fhirUser"))
         scope = str(token.get("scope", ""))
         patient = session_patient(token.get("patient"), scope, config)
@@ -255,7 +257,8 @@ class Launches:
         session_id, session_binding = await self._sessions.create(session)
         return Finished(session_id, session_binding, session, config.return_url)
 
-    async def _exchange(self, config: Launch, record: dict[str, Any], code: str) -> dict[str, Any]:
+    @staticmethod
+    async def _exchange(http: httpx.AsyncClient, config: Launch, record: dict[str, Any], code: str) -> dict[str, Any]:
         """G4: only at the stored token endpoint, same redirect_uri, the PKCE verifier; never retried."""
         form = {
             "grant_type": "authorization_code",
@@ -265,9 +268,7 @@ class Launches:
             "client_id": config.client_id,
         }
         try:
-            response = await self._http.post(
-                record["token_endpoint"], data=form, headers={"Accept": "application/json"}
-            )
+            response = await http.post(record["token_endpoint"], data=form, headers={"Accept": "application/json"})
             body: dict[str, Any] = response.json()
         except (httpx.HTTPError, ValueError):
             raise LaunchError("the code exchange failed", 502) from None
@@ -279,12 +280,15 @@ class Launches:
             raise LaunchError(f"the code exchange was refused ({body.get('error', response.status_code)})", 502)
         return body
 
-    async def _id_token_claims(self, config: Launch, record: dict[str, Any], id_token: object) -> dict[str, Any]:
+    @staticmethod
+    async def _id_token_claims(
+        http: httpx.AsyncClient, config: Launch, record: dict[str, Any], id_token: object
+    ) -> dict[str, Any]:
         """G5: signature (issuer's JWKS, allowed algorithms), iss, aud, exp and nonce."""
         if not isinstance(id_token, str):
             raise LaunchError("no id_token was returned")
         try:
-            jwks = (await self._http.get(record["jwks_uri"])).json()
+            jwks = (await http.get(record["jwks_uri"])).json()
             decoded = jwt.decode(id_token, KeySet.import_key_set(jwks), algorithms=ID_TOKEN_ALGS)
         except (httpx.HTTPError, ValueError, JoseError):
             raise LaunchError("the id_token signature is not valid") from None

@@ -33,6 +33,7 @@ from ehrflow_runtime.sealing import read_key_file
 from ehrflow_runtime.serve import make_http_client, run_asgi
 from ehrflow_runtime.settings import KafkaSettings
 from ehrflow_runtime.telemetry import configure_telemetry
+from ehrflow_runtime.tls import OrganizationClients
 
 
 def create_app(settings: AuthSettings) -> Starlette:
@@ -43,7 +44,8 @@ def create_app(settings: AuthSettings) -> Starlette:
     cache = TokenCache(redis, read_cache_secret(settings.token_cache_key_file))
     broker = make_broker(settings.kafka, client_id="auth")
     auditor = Auditor(declare(broker), confirm_timeout_s=settings.kafka.publish_timeout_s)
-    tokens = TokenService(live, cache, http, auditor, attempts=settings.token_request_attempts)
+    clients = OrganizationClients(http)
+    tokens = TokenService(live, cache, http, auditor, attempts=settings.token_request_attempts, clients=clients)
     sessions = SessionStore(redis)
     launches = Launches(
         redis,
@@ -51,6 +53,7 @@ def create_app(settings: AuthSettings) -> Starlette:
         sessions,
         state_ttl_s=settings.launch_state_ttl_s,
         discovery_ttl_s=settings.launch_discovery_ttl_s,
+        clients=clients,
     )
 
     known = set(live.registry.ids())
@@ -87,6 +90,7 @@ def create_app(settings: AuthSettings) -> Starlette:
                 task.cancel()
             await auditor.flush_summaries(settings.audit_summary_s)
             await broker.stop()
+            await clients.aclose()
             await http.aclose()
             await redis.aclose()
 

@@ -17,6 +17,7 @@ from ehrflow_auth.live import LiveConfig
 from ehrflow_auth.token_request import IssuedToken, request_token
 from ehrflow_runtime.errors import ConfigurationError
 from ehrflow_runtime.organizations import Organization
+from ehrflow_runtime.tls import OrganizationClients
 
 KEY_CHECK_INTERVAL_S = 1.0
 
@@ -36,12 +37,20 @@ class GrantedToken:
 
 class TokenService:
     def __init__(
-        self, live: LiveConfig, cache: TokenCache, http: httpx.AsyncClient, auditor: Auditor, *, attempts: int = 3
+        self,
+        live: LiveConfig,
+        cache: TokenCache,
+        http: httpx.AsyncClient,
+        auditor: Auditor,
+        *,
+        attempts: int = 3,
+        clients: OrganizationClients | None = None,
     ) -> None:
         self._live = live
         self._auditor = auditor
         self._cache = cache
-        self._http = http
+        self._clients = clients or OrganizationClients(http)
+        """Each organization's HTTP client: its own where it has TLS settings (mutual TLS, a CA, pins)."""
         self._attempts = attempts
         self._discovered: dict[str, SmartConfiguration] = {}
         self._discovery_locks: dict[str, asyncio.Lock] = {}
@@ -94,7 +103,7 @@ class TokenService:
         async with self._discovery_locks.setdefault(org.id, asyncio.Lock()):
             found = self._discovered.get(org.id)
             if found is None:
-                found = self._discovered[org.id] = await discover(self._http, org)
+                found = self._discovered[org.id] = await discover(self._clients.for_org(org), org)
             return found
 
     async def token(
@@ -124,7 +133,7 @@ class TokenService:
         self, org: Organization, feature: str, signing: Key | None, config: SmartConfiguration
     ) -> IssuedToken:
         return await request_token(
-            self._http,
+            self._clients.for_org(org),
             org,
             signing,
             config.token_endpoint,

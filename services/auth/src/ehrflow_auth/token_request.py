@@ -101,7 +101,8 @@ async def request_token(
         try:
             response = await http.post(token_endpoint, data=form, headers={"Accept": "application/json", **headers})
         except httpx.HTTPError as exc:
-            failure = UpstreamUnavailable(f"{org.id}: token endpoint unreachable ({type(exc).__name__})")
+            why = tls_failure(exc, org)
+            failure = UpstreamUnavailable(f"{org.id}: token endpoint unreachable ({why})")
         else:
             audit: dict[str, Detail] = {
                 "kid": key.kid if key is not None else None,

@@ -24,6 +24,7 @@ from ehrflow_runtime.organizations import Registry
 from ehrflow_runtime.serve import make_http_client, run_asgi
 from ehrflow_runtime.settings import KafkaSettings
 from ehrflow_runtime.telemetry import configure_telemetry
+from ehrflow_runtime.tls import OrganizationClients
 from ehrflow_runtime.tokens import TokenClient
 
 FEATURE = "news2"
@@ -34,11 +35,12 @@ def create_app(settings: InferenceSettings, broker: KafkaBroker | None = None) -
     broker = broker or make_broker(settings.kafka, client_id="inference", consumer=settings.consumer)
     http = make_http_client(settings.auth.timeout_s)
     tokens = TokenClient.configured(http, settings.auth)
+    clients = OrganizationClients(http, timeout_s=settings.auth.timeout_s)
 
     def configured(registry: Registry) -> Deps:
         """What depends on the registry: rebuilt when it changes (an organization removed stops at once)."""
-        clients = {org.id: FhirClient(http, tokens, org, FEATURE) for org in registry}
-        return Deps(registry=registry, fhir_for=clients.__getitem__)
+        fhir = {org.id: FhirClient(clients.for_org(org), tokens, org, FEATURE) for org in registry}
+        return Deps(registry=registry, fhir_for=fhir.__getitem__)
 
     live = Live(settings.organizations_file, configured)
     declare(broker, lambda: live.current)
@@ -55,6 +57,7 @@ def create_app(settings: InferenceSettings, broker: KafkaBroker | None = None) -
             with contextlib.suppress(asyncio.CancelledError):
                 await watching
             await broker.stop()
+            await clients.aclose()
             await http.aclose()
 
     async def ready() -> bool:

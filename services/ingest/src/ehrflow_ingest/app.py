@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from ipaddress import IPv4Network, IPv6Network, ip_address
 from typing import Any, NamedTuple
 
 from opentelemetry import trace
@@ -37,7 +38,7 @@ from ehrflow_ingest.metrics import ECHOES, latency, received
 from ehrflow_ingest.notifications import NotificationError, ParsedNotification, parse_topic_notification
 from ehrflow_ingest.recording import BrokerUnavailable, InFlight, Recorder
 from ehrflow_ingest.records import bus_records
-from ehrflow_ingest.sender_auth import SenderSecrets
+from ehrflow_ingest.sender_auth import FORWARDED_CERT_HEADER, ForwardedCert, SenderSecrets, forwarded_cert
 from ehrflow_ingest.tracker import Tracker
 from ehrflow_ingest.tracking_store import tracking_key
 from ehrflow_runtime.asgi import BodyTooLarge, Disconnected, read_body, request_headers, send_body
@@ -90,6 +91,8 @@ class Delivery(NamedTuple):
     path: str
     path_params: Mapping[str, str]
     headers: Mapping[str, str]
+    peer: str | None = None
+    """The address the request came from (the ingress, behind one)."""
 
     @property
     def subscription_name(self) -> str | None:
@@ -115,6 +118,20 @@ class IngestContext:
     quarantine_max_bytes: int = 256 * 1024
     max_events: int = 1000
     body_timeout_s: float = 30.0
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = ()
+    """Peers whose ``X-Forwarded-Client-Cert`` is believed (the ingress that verified the client)."""
+
+    def certificate(self, delivery: Delivery) -> ForwardedCert | None:
+        """The client certificate a trusted proxy forwarded; from anyone else the header means nothing."""
+        if not self.trusted_proxies or delivery.peer is None:
+            return None
+        try:
+            peer = ip_address(delivery.peer)
+        except ValueError:
+            return None
+        if not any(peer in network for network in self.trusted_proxies):
+            return None
+        return forwarded_cert(delivery.headers.get(FORWARDED_CERT_HEADER))
 
     @property
     def registry(self) -> Registry:
@@ -154,7 +171,15 @@ class Webhook:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         headers = request_headers(scope)
-        delivery = Delivery(scope["path_params"]["org"], scope["method"], scope["path"], scope["path_params"], headers)
+        client = scope.get("client")
+        delivery = Delivery(
+            scope["path_params"]["org"],
+            scope["method"],
+            scope["path"],
+            scope["path_params"],
+            headers,
+            client[0] if client else None,
+        )
         try:
             if traced(headers):  # a span when tracing is on, or to carry the sender's trace onto the records
                 with tracer.start_as_current_span(
@@ -189,7 +214,8 @@ class Webhook:
         # refused before a byte of its body is read (a signature needs the body, so signing organizations
         # read it first). A body must arrive within body_timeout_s, or a slow sender holds memory.
         early = ctx.secrets.by_headers_only(org_id)
-        if early and not ctx.secrets.authenticate(org_id, delivery.headers, b"", name):
+        certificate = ctx.certificate(delivery)
+        if early and not ctx.secrets.authenticate(org_id, delivery.headers, b"", name, certificate):
             return _unauthenticated(org_id)
         try:
             async with asyncio.timeout(ctx.body_timeout_s):
@@ -202,7 +228,7 @@ class Webhook:
         except TimeoutError:
             received(org_id, "too-slow").inc()
             return outcome(408, "timeout", f"the body did not arrive within {ctx.body_timeout_s:g} s")
-        if not early and not ctx.secrets.authenticate(org_id, delivery.headers, raw, name):  # before parsing
+        if not early and not ctx.secrets.authenticate(org_id, delivery.headers, raw, name, certificate):
             return _unauthenticated(org_id)
         if name is not None and all(s.name != name for s in org.ingest.subscriptions):
             received(org_id, "unknown-subscription").inc()

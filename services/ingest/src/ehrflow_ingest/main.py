@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from ipaddress import ip_network
 
 from faststream import FastStream
 from faststream.specification import AsyncAPI
@@ -40,6 +41,7 @@ from ehrflow_runtime.redis_client import make_redis
 from ehrflow_runtime.serve import make_http_client, run_asgi
 from ehrflow_runtime.settings import KafkaSettings
 from ehrflow_runtime.telemetry import configure_telemetry
+from ehrflow_runtime.tls import OrganizationClients
 from ehrflow_runtime.tokens import TokenClient
 
 log = logging.getLogger("ehrflow.ingest")
@@ -57,12 +59,13 @@ def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
     tracker = Tracker(store)
     http = make_http_client(settings.auth.timeout_s if settings.auth else 10.0)
     tokens = TokenClient.configured(http, settings.auth) if settings.auth else None
+    clients = OrganizationClients(http, timeout_s=settings.auth.timeout_s if settings.auth else 10.0)
 
     def configured(registry: Registry) -> Configured:
         """What depends on the registry: rebuilt when it or a secret file changes (a revoked webhook
         secret, a removed organization take effect without a restart)."""
-        clients = {org.id: FhirClient(http, tokens, org, FEATURE) for org in registry} if tokens else {}
-        return Configured(registry, SenderSecrets(list(registry)), clients)
+        fhir = {org.id: FhirClient(clients.for_org(org), tokens, org, FEATURE) for org in registry} if tokens else {}
+        return Configured(registry, SenderSecrets(list(registry)), fhir)
 
     live = Live(settings.organizations_file, configured)
     ctx = IngestContext(
@@ -72,6 +75,7 @@ def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
         quarantine_max_bytes=settings.quarantine_max_bytes,
         max_events=settings.max_events_per_notification,
         body_timeout_s=settings.body_timeout_s,
+        trusted_proxies=tuple(ip_network(n) for n in settings.trusted_proxies),
         tracker=tracker,
     )
     worker = _worker(settings, live, redis, store, recorder, sink.ready)
@@ -96,6 +100,7 @@ def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
             await tracker.flush()
             if kafka is not None:
                 await kafka.stop()
+            await clients.aclose()
             await http.aclose()
             await redis.aclose()
 

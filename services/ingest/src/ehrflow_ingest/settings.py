@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from ipaddress import ip_network
+
+from pydantic import Field, field_validator, model_validator
 
 from ehrflow_runtime.settings import AuthClientSettings, CommonSettings
 
@@ -13,6 +15,11 @@ class IngestSettings(CommonSettings):
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
     max_events_per_notification: int = Field(
         default=1000, ge=1, description="A notification listing more events gets 413 (ehrflow_ingest.limits)."
+    )
+    trusted_proxies: tuple[str, ...] = Field(
+        default=(),
+        description="Addresses or CIDRs of the ingress whose X-Forwarded-Client-Cert is believed (organizations "
+        "that authenticate by client certificate); empty: the header is never believed.",
     )
     body_timeout_s: float = Field(
         default=30.0, gt=0, description="A notification's body must arrive within this; a slower sender gets 408."
@@ -39,6 +46,16 @@ class IngestSettings(CommonSettings):
     recovery_overlap_s: float = Field(
         default=60.0, ge=0, description="Searches start this much before the last event seen (clock skew)."
     )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for network in value:
+            try:
+                ip_network(network)
+            except ValueError:
+                raise ValueError(f"trusted_proxies: '{network}' is not an address or CIDR") from None
+        return value
 
     @model_validator(mode="after")
     def _records_fit_on_the_bus(self) -> IngestSettings:

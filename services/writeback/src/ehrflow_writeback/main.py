@@ -26,6 +26,7 @@ from ehrflow_runtime.serve import make_http_client, run_asgi
 from ehrflow_runtime.sessions import SessionClient
 from ehrflow_runtime.settings import KafkaSettings, read_secret_file
 from ehrflow_runtime.telemetry import configure_telemetry
+from ehrflow_runtime.tls import OrganizationClients
 from ehrflow_runtime.tokens import TokenClient
 from ehrflow_writeback.app import ReviewAccess, ReviewContext, routes
 from ehrflow_writeback.handlers import Deps, declare
@@ -53,15 +54,16 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
         service_name=settings.auth.service_name,
         credential=credential,
     )
+    clients = OrganizationClients(http, timeout_s=settings.auth.timeout_s)
     queue = ReviewQueue(
         redis, Sealer(read_key_file(settings.queue_key_file, "review queue key")), ttl_s=settings.draft_ttl_s
     )
 
     def configured(registry: Registry) -> Configured:
         """What depends on the registry: rebuilt when it (or a review key file) changes."""
-        clients = {org.id: FhirClient(http, tokens, org, FEATURE) for org in registry}
+        fhir = {org.id: FhirClient(clients.for_org(org), tokens, org, FEATURE) for org in registry}
         return Configured(
-            deps=Deps(queue=queue, fhir_for=clients.__getitem__),
+            deps=Deps(queue=queue, fhir_for=fhir.__getitem__),
             review=ReviewContext(
                 registry=registry,
                 queue=queue,
@@ -86,6 +88,7 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
             with contextlib.suppress(asyncio.CancelledError):
                 await watching
             await broker.stop()
+            await clients.aclose()
             await http.aclose()
             await redis.aclose()
 
