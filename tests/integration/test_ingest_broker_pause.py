@@ -34,6 +34,7 @@ PAUSE_S = 120
 EVERY_S = 5
 
 
+@pytest.mark.timeout(600)  # two minutes of pause, then recovery: longer than the suite's default
 def test_a_two_minute_broker_pause_loses_nothing_and_copies_nothing_more_than_twice(
     stack: Stack, private_broker: Part, tmp_path: Path
 ) -> None:
