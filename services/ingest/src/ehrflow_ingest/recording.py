@@ -82,7 +82,7 @@ class Recorder:
     async def publish(self, records: Sequence[tuple[str, BaseModel, bytes]]) -> None:
         """Hand every (topic, record, key) to the broker, then wait until it acknowledged them all
         (acks=all), within the publish timeout; raise BrokerUnavailable otherwise."""
-        handed, outcome = await self._hand_over(records)
+        _, outcome = await self._hand_over(records)
         if outcome is not None:
             raise BrokerUnavailable(outcome)
 
