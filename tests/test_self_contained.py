@@ -7,6 +7,7 @@ outside the repository, and issue numbers of a tracker, mean nothing to someone 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -19,8 +20,12 @@ TEXT = (".py", ".md", ".toml", ".yaml", ".yml", ".in", ".txt", ".cfg")
 
 
 def _tracked() -> list[Path]:
-    listed = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    return [ROOT / name for name in listed.split() if name.endswith(TEXT) or Path(name).name in ("Makefile", "Dockerfile")]
+    git = shutil.which("git")
+    assert git, "git lists the files the repository holds"
+    listed = subprocess.run([git, "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout  # noqa: S603
+    return [
+        ROOT / name for name in listed.split() if name.endswith(TEXT) or Path(name).name in ("Makefile", "Dockerfile")
+    ]
 
 
 def test_no_file_cites_notes_or_issues_kept_outside_the_repository() -> None:

@@ -62,10 +62,16 @@ ROUTES: dict[str, dict[str, Any]] = {
     },
     "writeback": {
         **HEALTH,
-        "/v1/orgs/{org}/drafts": {"get": _op(_param("org"), _param("status", "query"), _param("Authorization", "header"))},
-        "/v1/orgs/{org}/drafts/{draft_id}": {"get": _op(_param("org"), _param("draft_id"), _param("Authorization", "header"))},
+        "/v1/orgs/{org}/drafts": {
+            "get": _op(_param("org"), _param("status", "query"), _param("Authorization", "header"))
+        },
+        "/v1/orgs/{org}/drafts/{draft_id}": {
+            "get": _op(_param("org"), _param("draft_id"), _param("Authorization", "header"))
+        },
         "/v1/orgs/{org}/drafts/{draft_id}/{action}": {
-            "post": _op(_param("org"), _param("draft_id"), _param("action"), _param("Authorization", "header"), body=True)
+            "post": _op(
+                _param("org"), _param("draft_id"), _param("action"), _param("Authorization", "header"), body=True
+            )
         },
     },
     "inference": HEALTH,

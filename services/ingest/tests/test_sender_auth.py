@@ -128,7 +128,10 @@ def test_a_declared_subscription_with_its_own_secret_accepts_that_one_only(
 @pytest.mark.parametrize(
     ("header", "expected"),
     [
-        ('By=spiffe://ingress;Hash=ABCD;Subject="CN=ehr,O=North, Inc.";URI=', ForwardedCert("abcd", "CN=ehr,O=North, Inc.")),
+        (
+            'By=spiffe://ingress;Hash=ABCD;Subject="CN=ehr,O=North, Inc.";URI=',
+            ForwardedCert("abcd", "CN=ehr,O=North, Inc."),
+        ),
         ('Hash=11;Subject="CN=first",Hash=22;Subject="CN=nearest"', ForwardedCert("22", "CN=nearest")),
         ("Subject=CN=plain", ForwardedCert(None, "CN=plain")),
         ("", None),

@@ -17,6 +17,7 @@ from ehrflow_auth.keys import Key
 from ehrflow_runtime.errors import ConfigurationError, UpstreamRejected, UpstreamUnavailable
 from ehrflow_runtime.organizations import Organization
 from ehrflow_runtime.settings import read_secret_file
+from ehrflow_runtime.tls import failure as tls_failure
 
 DEFAULT_LIFETIME_S = 300
 """Lifetime assumed when the EHR sends no ``expires_in``."""
