@@ -38,14 +38,15 @@ def drive(count: int) -> float:
 
     from ehrflow_devstack.config import WEBHOOK_HEADER, generate, write_registry
     from ehrflow_devstack.loadgen import COUNTER
-    from ehrflow_ingest.app import Configured, IngestApp, IngestContext, Webhook, routes
+    from ehrflow_ingest import app as ingest_app
+    from ehrflow_ingest.app import IngestApp, IngestContext, Webhook, routes
     from ehrflow_ingest.recording import Recorder
     from ehrflow_ingest.sender_auth import SenderSecrets
     from ehrflow_ingest.sink import headers
     from ehrflow_ingest.tracker import Tracker
     from ehrflow_ingest.tracking import SubscriptionState
     from ehrflow_runtime import serve
-    from ehrflow_runtime.live import Live
+    from ehrflow_runtime.organizations import load_registry
 
     tune_gc = getattr(serve, "tune_garbage_collector", None) or serve.freeze_startup_heap  # (older --base)
 
@@ -69,8 +70,16 @@ def drive(count: int) -> float:
 
     config = generate(STATE / "config")
     write_registry(config, {"org1": "http://127.0.0.1:9/fhir", "org2": "http://127.0.0.1:10/fhir"})
+    if hasattr(ingest_app, "Configured"):  # the registry held live (reloaded on change)
+        from ehrflow_runtime.live import Live
+
+        configured = ingest_app.Configured
+        where = {"live": Live(config.organizations_file, lambda r: configured(r, SenderSecrets(list(r))))}
+    else:  # an older --base: the registry and secrets given as they are
+        registry = load_registry(config.organizations_file)
+        where = {"registry": registry, "secrets": SenderSecrets(list(registry))}
     ctx = IngestContext(
-        live=Live(config.organizations_file, lambda registry: Configured(registry, SenderSecrets(list(registry)))),
+        **where,  # type: ignore[arg-type]
         recorder=Recorder(SerializingSink(), None, 5.0),
         max_body_bytes=1 << 20,
         tracker=Tracker(MemoryStore()),  # type: ignore[arg-type]
