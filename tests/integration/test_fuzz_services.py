@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from ehrflow_devstack import samples
 from ehrflow_devstack.config import WEBHOOK_HEADER
+from ehrflow_devstack.fuzzing import wrong_types_inside
 from ehrflow_devstack.stack import Stack
 
 pytestmark = pytest.mark.integration
@@ -126,35 +127,6 @@ test_schemathesis_ingest_operations = _fuzz("ingest")
 
 # --- valid-looking requests with wrong JSON types inside ---------------------------------------------------
 
-WRONG = st.sampled_from([{"reference": "Patient/1"}, ["x"], 7, 1.5, True, None, "", {}, []])
-
-
-def _places(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [path] if path else []
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            found += _places(inner, (*path, key))
-    elif isinstance(value, list):
-        for index, inner in enumerate(value):
-            found += _places(inner, (*path, index))
-    return found
-
-
-@st.composite
-def _mutated(draw: st.DrawFn, valid: Any) -> Any:
-    document = json.loads(json.dumps(valid))
-    for _ in range(draw(st.integers(1, 3))):
-        places = _places(document)
-        wrong = json.loads(json.dumps(draw(WRONG)))  # a copy: sampled values are shared between examples
-        if not places:
-            return wrong
-        target, path = document, draw(st.sampled_from(places))
-        for step in path[:-1]:
-            target = target[step]
-        target[path[-1]] = wrong
-    return document
-
-
 VALID_BODIES: dict[tuple[str, str], Any] = {
     ("auth", "/internal/v1/tokens"): {"organization": "org1", "feature": "news2", "min_ttl": 60},
     ("auth", "/internal/v1/sessions/introspect"): {"session": "s", "binding": "b"},
@@ -175,7 +147,7 @@ def test_wrong_json_types_inside_valid_requests_are_never_a_500(stack: Stack, se
     answers: Counter[int] = Counter()
 
     @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-    @given(body=_mutated(VALID_BODIES[(service, path)]))
+    @given(body=wrong_types_inside(st.just(VALID_BODIES[(service, path)])))
     def send(body: Any) -> None:
         response = httpx.post(f"{stack.urls[service]}{path}", content=json.dumps(body), headers=headers, timeout=30)
         answers[response.status_code] += 1

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from ehrflow_devstack import samples
 from ehrflow_devstack.config import WEBHOOK_HEADER, generate, write_registry
+from ehrflow_devstack.fuzzing import WRONG_TYPES, wrong_types_inside
 from ehrflow_devstack.memory_sink import MemorySink
 from ehrflow_ingest.main import create_app
 from ehrflow_ingest.settings import IngestSettings
@@ -63,42 +64,11 @@ VALID = [
 ]
 """Every shape ingest accepts, each valid as it stands."""
 
-WRONG_TYPES = st.sampled_from([{"reference": "Patient/1"}, ["Patient/1"], 7, 1.5, True, None, "", "x", {}, []])
-"""A value of another JSON type than the one FHIR puts there: an object for a string, a list for an object…"""
 
-
-def _places(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every place in a JSON document (the paths to each object member and list item)."""
-    found = [path] if path else []
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            found += _places(inner, (*path, key))
-    elif isinstance(value, list):
-        for index, inner in enumerate(value):
-            found += _places(inner, (*path, index))
-    return found
-
-
-def _replaced(document: Any, path: tuple[Any, ...], new: Any) -> Any:
-    copy = json.loads(json.dumps(document))
-    target = copy
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = new
-    return copy
-
-
-@st.composite
-def wrong_type_inside(draw: st.DrawFn) -> Any:
+def wrong_type_inside() -> st.SearchStrategy[Any]:
     """A valid notification with one to three of its values (a reference, a counter, a meta, an entry…)
     swapped for a value of the wrong JSON type: the shapes that raised TypeError/AttributeError as 500."""
-    document = draw(st.sampled_from(VALID))
-    for _ in range(draw(st.integers(1, 3))):
-        places = _places(document)
-        if not places:
-            break
-        document = _replaced(document, draw(st.sampled_from(places)), draw(WRONG_TYPES | json_values))
-    return document
+    return wrong_types_inside(st.sampled_from(VALID), WRONG_TYPES | json_values)
 
 
 bodies = (
