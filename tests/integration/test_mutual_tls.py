@@ -9,7 +9,6 @@ auth service's token answer is scripted, at its transport.
 from __future__ import annotations
 
 import hashlib
-import ssl
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ pytestmark = pytest.mark.integration
 @dataclass
 class Ehr:
     base: str
+    server: Issued
     server_ca: Authority
     client_ca: Authority
     rogue_ca: Authority
@@ -59,7 +59,7 @@ def ehr(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ehr]:
     )
     proc.start(timeout=30)
     try:
-        yield Ehr(f"https://127.0.0.1:{port}/fhir", server_ca, client_ca, rogue_ca, seen, folder)
+        yield Ehr(f"https://127.0.0.1:{port}/fhir", server, server_ca, client_ca, rogue_ca, seen, folder)
     finally:
         proc.stop()
 
@@ -144,7 +144,7 @@ async def test_no_request_is_sent_over_a_handshake_that_failed_our_verification(
 
 
 async def test_the_right_pin_passes_and_a_rotated_certificate_is_taken_without_a_restart(ehr: Ehr) -> None:
-    server_pin = hashlib.sha256(_server_der(ehr)).hexdigest()
+    server_pin = ehr.server.sha256
     first = ehr.client_ca.issue("org4-client", server=False)
     org4 = _organization("org4", ehr, first, ca=ehr.server_ca.cert, pins=(server_pin,))
     clients = OrganizationClients(httpx.AsyncClient())
@@ -158,8 +158,3 @@ async def test_the_right_pin_passes_and_a_rotated_certificate_is_taken_without_a
         assert (await _read(clients, org4))["id"] == "tls-1"
     finally:
         await clients.aclose()
-
-
-def _server_der(ehr: Ehr) -> bytes:
-    pem = ssl.get_server_certificate(("127.0.0.1", int(ehr.base.split(":")[2].split("/")[0])))
-    return ssl.PEM_cert_to_DER_cert(pem)

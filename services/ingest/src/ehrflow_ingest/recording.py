@@ -64,11 +64,6 @@ class Recorder:
         self._timeout = publish_timeout_s
         self._outstanding: set[asyncio.Task[None]] = set()
 
-    @property
-    def outstanding(self) -> int:
-        """Publishes whose acknowledgement is still awaited after their answer was 503."""
-        return len(self._outstanding)
-
     async def flush(self, wait_s: float = 5.0) -> None:
         """At shutdown: give outstanding publishes ``wait_s`` to settle, then write the dedupe
         confirmations still waiting."""
