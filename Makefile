@@ -8,14 +8,14 @@ STAMP  := $(VENV)/.installed
 PACKAGES := libs/contracts libs/runtime services/auth services/ingest services/inference services/writeback devstack
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: help setup demo test test-unit test-integration stack asyncapi lint bench clean
+.PHONY: help setup demo test test-unit test-integration stack docs asyncapi lint bench clean
 
 help:
 	@echo "make demo              run the reference scenario on a local stack (two sandbox EHRs)"
 	@echo "make test              lint, then every test: unit, handler, integration and end-to-end on real parts"
 	@echo "make lint              ruff (lint and format check) and mypy --strict"
 	@echo "make stack             start the local stack and keep it running (Ctrl-C stops it)"
-	@echo "make asyncapi          regenerate docs/asyncapi/*.yaml from the code"
+	@echo "make docs              regenerate docs/asyncapi/*.yaml and docs/contracts/*.schema.json from the code"
 	@echo "make bench             run the benchmarks and append their figures to docs/benchmarks.md"
 	@echo "make clean             remove .venv and the local stack's state"
 
@@ -57,8 +57,11 @@ bench: setup
 	$(BIN)/python bench/auth/bench_auth.py --write docs/benchmarks.md
 	$(BIN)/python bench/ingest/bench_ingest.py --write docs/benchmarks.md
 
-asyncapi: setup
+docs: setup
 	$(BIN)/python -m ehrflow_devstack asyncapi
+	$(BIN)/ehrflow-inference contract-schemas --out docs/contracts
+
+asyncapi: docs
 
 clean:
 	rm -rf $(VENV) .ehrflow .pytest_cache

@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
+from ehrflow_contracts import NotificationReceived
+from ehrflow_contracts.events import Reference
+from ehrflow_devstack.scenario import Vitals, panel, vital_observations
 from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.organizations import Organization
 from ehrflow_runtime.tokens import TokenClient
@@ -34,6 +38,15 @@ class MockFhir:
             r.setdefault("id", str(uuid.uuid4()))
             r.setdefault("meta", {}).setdefault("versionId", "1")
             self.resources.append(r)
+
+    def chart_vitals(self, vitals: Vitals, when: datetime, patient: str = "Patient/p1") -> dict[str, Any]:
+        """Chart a vital-signs set two minutes before ``when`` and its panel at ``when``; returns the panel
+        (the NEWS2 trigger)."""
+        observations = vital_observations(patient, vitals, (when - timedelta(minutes=2)).isoformat())
+        self.add(*observations)
+        trigger = panel(patient, [f"Observation/{o['id']}" for o in observations], when.isoformat())
+        self.add(trigger)
+        return trigger
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
@@ -84,3 +97,22 @@ class MockFhir:
             self.add(body)
             return httpx.Response(201, json=body)
         return httpx.Response(400, json={})
+
+
+def event_about(resource: dict[str, Any], *, full: bool = True, **fields: Any) -> NotificationReceived:
+    """Organization 1's notification event about ``resource`` (its payload included when ``full``)."""
+    ref = f"{resource['resourceType']}/{resource['id']}"
+    return NotificationReceived(
+        **{
+            "organization_id": "org1",
+            "correlation_id": "c",
+            "flavour": "r4-backport",
+            "notification_type": "event-notification",
+            "content_level": "full-resource" if full else "id-only",
+            "focus": Reference(reference=ref, original=ref),
+            "resource": resource if full else None,
+            "patient": (resource.get("subject") or {}).get("reference"),
+            "dedupe_key": ref,
+            **fields,
+        }
+    )

@@ -55,7 +55,7 @@ def test_valid_file_loads_with_resolved_paths(folder: Path) -> None:
     assert org.fhir_base_url == "https://ehr.example.org/fhir"
     assert org.backend_auth.keys[0].file == folder / "keys" / "k.pem"
     assert org.fhir_origin == "https://ehr.example.org"
-    assert org.workflows.news2 is not None and org.workflows.news2.auto_approve is False
+    assert org.workflows == {"news2": {}}
 
 
 def _error(folder: Path, orgs: dict[str, object]) -> str:
@@ -116,10 +116,11 @@ def test_kids_are_unique(folder: Path) -> None:
     assert "own kid" in _error(folder, {"org1": record})
 
 
-def test_features_need_scopes_and_news2_needs_its_feature(folder: Path) -> None:
+def test_features_need_scopes_and_workflows_are_named_mappings(folder: Path) -> None:
     assert "feature 'news2' needs" in _error(folder, {"org1": _record(features={"news2": []})})
     assert "feature name" in _error(folder, {"org1": _record(features={"News 2": ["s"]})})
-    assert "'news2' feature" in _error(folder, {"org1": _record(features={"other": ["s"]})})
+    assert "workflow name 'NEWS 2'" in _error(folder, {"org1": _record(workflows={"NEWS 2": {}})})
+    assert "field 'workflows.news2'" in _error(folder, {"org1": _record(workflows={"news2": "on"})})
 
 
 def test_scope_styles(folder: Path) -> None:

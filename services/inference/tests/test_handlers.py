@@ -11,7 +11,9 @@ from ehrflow_contracts import topics
 from ehrflow_devstack.config import generate, write_registry
 from ehrflow_devstack.mock_fhir import MockFhir
 from ehrflow_devstack.scenario import Vitals, panel, vital_observations
+from ehrflow_inference.enabled import enabled_contracts
 from ehrflow_inference.handlers import Deps, declare
+from ehrflow_inference.models import Models
 from ehrflow_runtime.broker import make_broker
 from ehrflow_runtime.organizations import load_registry
 from ehrflow_runtime.settings import ConsumerPolicy, KafkaSettings
@@ -28,9 +30,10 @@ def _wired(tmp_path: Path, ehr: MockFhir) -> tuple[KafkaBroker, dict[str, list[d
     assert org1 is not None
     fhir = ehr.client(org1)
     broker = make_broker(KafkaSettings(), client_id="inference", consumer=ConsumerPolicy(backoff_s=0, retry_delay_s=0))
-    declare(broker, lambda: Deps(registry=registry, fhir_for=lambda org: fhir))
+    deps = Deps(enabled=enabled_contracts(registry), fhir_for=lambda org, feature: fhir, models=Models())
+    declare(broker, lambda: deps)
     published: dict[str, list[dict[str, Any]]] = {}
-    for topic in (topics.DRAFT_PROPOSED, topics.INFERENCE_OUTCOME, topics.DEAD_LETTER):
+    for topic in (topics.DRAFT_PROPOSED, topics.DRAFT_SHADOWED, topics.INFERENCE_OUTCOME, topics.DEAD_LETTER):
         published[topic] = []
         broker.subscriber(topic, group_id=f"test-{topic}")(_collect(published[topic]))
     return broker, published
@@ -66,16 +69,19 @@ async def test_trigger_event_publishes_a_draft_and_incomplete_an_outcome(tmp_pat
     assert [(o["patient"], o["outcome"]) for o in outcomes] == [("Patient/p2", "insufficient-data")]
 
 
-async def test_forbidden_ehr_dead_letters_the_event(tmp_path: Path) -> None:
-    ehr = MockFhir(fail_next=[403])
+async def test_a_forbidden_read_is_an_outcome_and_a_bad_request_dead_letters_the_event(tmp_path: Path) -> None:
+    ehr = MockFhir(fail_next=[403, 400])
     broker, published = _wired(tmp_path, ehr)
     trigger = panel("Patient/p1", [], WHEN)
     trigger["id"] = "panel-1"
     async with TestKafkaBroker(broker) as test_broker:
         await test_broker.publish(_event(trigger), topic=topics.NOTIFICATION_RECEIVED)
+        await test_broker.publish(_event(trigger), topic=topics.NOTIFICATION_RECEIVED)
     assert published[topics.DRAFT_PROPOSED] == []
+    [forbidden] = published[topics.INFERENCE_OUTCOME]
+    assert (forbidden["outcome"], forbidden["missing"]) == ("forbidden", ["system/Observation.read"])
     [letter] = published[topics.DEAD_LETTER]
-    assert letter["source_topic"] == topics.NOTIFICATION_RECEIVED and "403" in letter["error"]
+    assert letter["source_topic"] == topics.NOTIFICATION_RECEIVED and "400" in letter["error"]
     assert letter["payload"]["record"]["focus"]["reference"] == "Observation/panel-1"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ehrflow_inference import news2
+from ehrflow_inference.workflows.news2 import score as news2
 
 
 @pytest.mark.parametrize(

@@ -52,7 +52,8 @@ FHIR notification, and ingest rightly answers 400 for most of them."""
 
 
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+# derandomize: the same cases on every run, so whether they reach every outcome (below) cannot change by chance.
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_every_operation_answers_as_documented(case: schemathesis.Case) -> None:
     turn = next(TURNS) % 3  # as generated; as organization 1's EHR (into parsing); for org1 without its secret
     if turn:

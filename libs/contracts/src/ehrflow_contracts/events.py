@@ -12,6 +12,18 @@ from ehrflow_contracts.envelope import Envelope
 Flavour = Literal["r4-backport", "r4b-backport", "r5", "r4-classic"]
 NotificationType = Literal["handshake", "heartbeat", "event-notification", "query-status", "query-event"]
 ContentLevel = Literal["empty", "id-only", "full-resource"]
+OutcomeReason = Literal[
+    "insufficient-data",
+    "not-applicable",
+    "invalid-input",
+    "forbidden",
+    "not-found",
+    "superseded",
+    "model-unavailable",
+    "invalid-model-output",
+    "budget-exceeded",
+]
+"""Why an event that concerned a workflow gave no draft (README: "Inference outcomes")."""
 
 
 class Reference(BaseModel):
@@ -41,6 +53,10 @@ class NotificationReceived(Envelope):
     )
     interaction: Literal["create", "update", "delete"] | None = Field(
         default=None, description="What happened to the focus, when the sender says (classic PUT/DELETE, Medplum)."
+    )
+    declared_subscription: str | None = Field(
+        default=None,
+        description="The declared subscription (`ingest.subscriptions[].name`) whose route it came in on, if any.",
     )
     dedupe_key: str = Field(description="Key under which duplicates of this event are recognised.")
     recovered: bool = Field(
@@ -93,18 +109,27 @@ class DraftProposed(Envelope):
     resource: dict[str, Any] = Field(description="The drafted FHIR resource (R4), without an id.")
     basis: tuple[str, ...] = Field(description="Versioned references of the inputs used.")
     summary: dict[str, Any] = Field(default_factory=dict, description="Model-specific figures for reviewers.")
-    auto_approve: bool = False
+    auto_approve: bool = Field(
+        default=False, description="The contract's auto-approval condition held: written without review."
+    )
+    feature: str | None = Field(
+        default=None,
+        description="The organization feature whose SMART scopes writing this draft uses (the workflow's); "
+        "absent: the workflow's name.",
+    )
+    expires_at: datetime | None = Field(default=None, description="Not decided by then, the draft expires.")
 
 
 class InferenceOutcome(Envelope):
     """A notification that produced no draft, and why."""
 
     workflow: str
-    outcome: Literal["insufficient-data", "not-applicable", "invalid-input"] = Field(
-        description="`invalid-input`: the trigger resource is not valid FHIR (`detail` names the fields)."
+    outcome: OutcomeReason = Field(
+        description="`invalid-input`: the trigger resource is not valid FHIR (`detail` names the fields); "
+        '`forbidden`: `missing` names the scope; the others as README "Inference outcomes" lists them.'
     )
     patient: str | None = None
-    missing: tuple[str, ...] = Field(default=(), description="Inputs that were required but absent.")
+    missing: tuple[str, ...] = Field(default=(), description="Inputs (or scopes) that were required but absent.")
     detail: str = ""
 
 

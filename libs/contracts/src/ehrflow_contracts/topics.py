@@ -15,6 +15,9 @@ NOTIFICATION_QUARANTINED = "ehrflow.ingest.notification.quarantined.v1"
 DRAFT_PROPOSED = "ehrflow.inference.draft.proposed.v1"
 """An AI draft waiting for human review (inference → writeback)."""
 
+DRAFT_SHADOWED = "ehrflow.inference.draft.shadowed.v1"
+"""Drafts of contracts in shadow mode: recorded to compare a model with the live one, never reviewed or written."""
+
 INFERENCE_OUTCOME = "ehrflow.inference.outcome.recorded.v1"
 """Why a notification produced no draft (insufficient data, not applicable)."""
 
@@ -35,6 +38,7 @@ ALL: tuple[str, ...] = (
     SUBSCRIPTION_SIGNAL,
     NOTIFICATION_QUARANTINED,
     DRAFT_PROPOSED,
+    DRAFT_SHADOWED,
     INFERENCE_OUTCOME,
     REVIEW_DECIDED,
     WRITEBACK_COMPLETED,

@@ -32,8 +32,10 @@ class ConfigurationError(PermanentError):
 
 
 class UpstreamRejected(PermanentError):
-    """An upstream refused the request with a 4xx status."""
+    """An upstream refused the request with a 4xx status; ``resource_type`` is the FHIR type it addressed,
+    when known (a 403 on it names the scope that is missing)."""
 
-    def __init__(self, message: str, *, status: int) -> None:
+    def __init__(self, message: str, *, status: int, resource_type: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.resource_type = resource_type

@@ -131,8 +131,11 @@ class FhirClient:
         if response.status_code >= 500 or response.status_code == 429:
             raise UpstreamUnavailable(f"{org} FHIR {method} {_kind(path)} answered {response.status_code}")
         if response.status_code >= 400:
+            kind = _kind(path)
             raise UpstreamRejected(
-                f"{org} FHIR {method} {_kind(path)} answered {response.status_code}", status=response.status_code
+                f"{org} FHIR {method} {kind} answered {response.status_code}",
+                status=response.status_code,
+                resource_type=kind if kind != "resource" else None,
             )
         return response
 

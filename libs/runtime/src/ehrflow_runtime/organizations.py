@@ -221,21 +221,6 @@ class Review(_Strict):
     api_key_file: Path = Field(description="Key a review client of this organization presents (bearer).")
 
 
-class News2Workflow(_Strict):
-    """The NEWS2 early-warning workflow contract for one organization."""
-
-    trigger_codes: tuple[str, ...] = Field(
-        default=("http://loinc.org|85353-1",),
-        description="Observation codes (`system|code`) that trigger scoring: a recorded vital-signs set.",
-    )
-    spo2_scale2_conditions: tuple[str, ...] = Field(
-        default=("https://ehrflow.dev/fhir/CodeSystem/news2|spo2-scale-2",),
-        description="Active Condition codes that put a patient on SpO2 scale 2 (hypercapnic target 88-92%).",
-    )
-    max_age_hours: float = Field(default=24.0, gt=0, description="Older vital signs do not count.")
-    auto_approve: bool = Field(default=False, description="Write without review. Off unless chosen.")
-
-
 class OrganizationTls(_Strict):
     """TLS to this organization's EHR (FHIR, discovery and token endpoints), for EHRs that require mutual
     TLS or a CA of their own (``ehrflow_runtime.tls``)."""
@@ -265,10 +250,6 @@ class OrganizationTls(_Strict):
         return self
 
 
-class Workflows(_Strict):
-    news2: News2Workflow | None = None
-
-
 class Organization(_Strict):
     id: str = Field(pattern=_ORG_ID)
     name: str = Field(min_length=1)
@@ -282,7 +263,11 @@ class Organization(_Strict):
     ingest: Ingest
     review: Review
     launch: Launch | None = None
-    workflows: Workflows = Workflows()
+    workflows: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Workflows this organization runs, each with overrides of the workflow's shipped contract "
+        "(`{}`: as shipped). Validated by the inference service, which knows the workflows.",
+    )
     tls: OrganizationTls | None = None
 
     @field_validator("features")
@@ -293,6 +278,14 @@ class Organization(_Strict):
                 raise ValueError(f"feature name '{name}' must match {_ORG_ID}")
             if not scopes:
                 raise ValueError(f"feature '{name}' needs at least one scope")
+        return value
+
+    @field_validator("workflows")
+    @classmethod
+    def _workflow_names(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in value:
+            if not re.fullmatch(_ORG_ID, name):
+                raise ValueError(f"workflow name '{name}' must match {_ORG_ID}")
         return value
 
     @field_validator("fhir_base_url")
@@ -307,8 +300,6 @@ class Organization(_Strict):
     def _https_unless_allowed(self) -> Organization:
         if urlsplit(self.fhir_base_url).scheme != "https" and not self.allow_insecure_http:
             raise ValueError("fhir_base_url must use https (set allow_insecure_http only for local development)")
-        if self.workflows.news2 is not None and "news2" not in self.features:
-            raise ValueError("the news2 workflow needs a 'news2' feature with its scopes")
         return self
 
     def scope_for(self, feature: str) -> str | None:

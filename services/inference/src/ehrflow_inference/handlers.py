@@ -1,6 +1,6 @@
 """Inference's Kafka surface: consumes notification events, publishes drafts and outcomes.
 
-Thin: the work is in ``service.handle``. Delivery is at-least-once (offsets are committed after the
+Thin: the work is in ``pipeline.evaluate``. Delivery is at-least-once (offsets are committed after the
 handler returns); redelivery is harmless because draft ids are derived from their inputs. Errors are
 raised: the broker's middleware (``ehrflow_runtime.consumers``) redelivers, retries or dead-letters.
 """
@@ -15,9 +15,10 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 
 from ehrflow_contracts import DeadLettered, DraftProposed, InferenceOutcome, NotificationReceived, topics
-from ehrflow_inference import service
-from ehrflow_runtime.fhir_client import FhirClient
-from ehrflow_runtime.organizations import Registry
+from ehrflow_inference.enabled import Enabled
+from ehrflow_inference.evaluation import FhirReader
+from ehrflow_inference.models import Models
+from ehrflow_inference.pipeline import evaluate
 
 log = logging.getLogger("ehrflow.inference")
 
@@ -26,15 +27,22 @@ GROUP_ID = "ehrflow-inference"
 
 @dataclass
 class Deps:
-    registry: Registry
-    fhir_for: Callable[[str], FhirClient]
+    enabled: dict[str, tuple[Enabled, ...]]
+    """Each organization's enabled workflows (an organization not in it runs none)."""
+    fhir_for: Callable[[str, str], FhirReader]
+    """The FHIR client of an organization for a feature."""
+    models: Models
 
 
 def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> None:
     drafts = broker.publisher(topics.DRAFT_PROPOSED, schema=DraftProposed, description="Drafts awaiting review.")
+    shadows = broker.publisher(
+        topics.DRAFT_SHADOWED, schema=DraftProposed, description="Drafts of shadow-mode contracts: never reviewed."
+    )
     outcomes = broker.publisher(
         topics.INFERENCE_OUTCOME, schema=InferenceOutcome, description="Events that produced no draft, and why."
     )
+    channels = {"draft": drafts, "shadow": shadows, "outcome": outcomes}
     # Written by the broker's middleware (ehrflow_runtime.consumers); declared here for the AsyncAPI document.
     broker.publisher(topics.DEAD_LETTER, schema=DeadLettered, description="Events inference gave up on.")
 
@@ -47,13 +55,11 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> None:
     )
     async def on_notification(event: NotificationReceived) -> None:
         d = deps()
-        org = d.registry.get(event.organization_id)
-        contract = org.workflows.news2 if org else None
-        if org is None or contract is None:
+        enabled = d.enabled.get(event.organization_id, ())
+        if not enabled:
             return
-        key = f"{event.organization_id}|{event.patient or ''}".encode()
-        result = await service.handle(event, contract, d.fhir_for(org.id))
-        if isinstance(result, DraftProposed):
-            await drafts.publish(result, key=key)
-        elif isinstance(result, InferenceOutcome):
-            await outcomes.publish(result, key=key)
+        org = event.organization_id
+        results = await evaluate(event, enabled, lambda feature: d.fhir_for(org, feature), d.models)
+        for result in results:
+            patient = getattr(result.event, "patient", None) or event.patient or ""
+            await channels[result.kind].publish(result.event, key=f"{org}|{patient}".encode())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import sys
 from collections.abc import AsyncIterator
 
 from faststream import FastStream
@@ -12,9 +14,14 @@ from faststream.specification import AsyncAPI
 from starlette.applications import Starlette
 
 from ehrflow_contracts import topics
+from ehrflow_inference.checking import check_all, render
+from ehrflow_inference.cli import run
+from ehrflow_inference.enabled import enabled_contracts
 from ehrflow_inference.handlers import Deps, declare
+from ehrflow_inference.models import Models
 from ehrflow_inference.settings import InferenceSettings
 from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
+from ehrflow_runtime.errors import ConfigurationError
 from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.health import health_routes
 from ehrflow_runtime.http_errors import exception_handlers
@@ -27,8 +34,7 @@ from ehrflow_runtime.telemetry import configure_telemetry
 from ehrflow_runtime.tls import OrganizationClients
 from ehrflow_runtime.tokens import TokenClient
 
-FEATURE = "news2"
-"""The organization feature whose scopes this service's FHIR calls use."""
+log = logging.getLogger("ehrflow.inference")
 
 
 def create_app(settings: InferenceSettings, broker: KafkaBroker | None = None) -> Starlette:
@@ -36,17 +42,42 @@ def create_app(settings: InferenceSettings, broker: KafkaBroker | None = None) -
     http = make_http_client(settings.auth.timeout_s)
     tokens = TokenClient.configured(http, settings.auth)
     clients = OrganizationClients(http, timeout_s=settings.auth.timeout_s)
+    models = Models()
 
     def configured(registry: Registry) -> Deps:
-        """What depends on the registry: rebuilt when it changes (an organization removed stops at once)."""
-        fhir = {org.id: FhirClient(clients.for_org(org), tokens, org, FEATURE) for org in registry}
-        return Deps(registry=registry, fhir_for=fhir.__getitem__)
+        """What depends on the registry: rebuilt when it changes (an organization removed stops at once; a
+        contract that does not validate keeps the last good configuration, or stops the start-up)."""
+        enabled = enabled_contracts(registry)
+        fhir = {
+            (org.id, entry.contract.feature): FhirClient(clients.for_org(org), tokens, org, entry.contract.feature)
+            for org in registry
+            for entry in enabled[org.id]
+        }
+        return Deps(enabled=enabled, fhir_for=lambda org, feature: fhir[(org, feature)], models=models)
 
     live = Live(settings.organizations_file, configured)
     declare(broker, lambda: live.current)
 
+    async def check_contracts() -> None:
+        """Compare each enabled contract with its EHR before taking traffic (``EHRFLOW_CONTRACT_CHECK``)."""
+        if settings.contract_check == "off":
+            return
+        reports = await check_all(live.registry, live.current.enabled, clients.for_org)
+        for report in reports:
+            if report.unreachable:
+                log.warning(
+                    "contracts not checked", extra={"org": report.organization.id, "reason": report.unreachable}
+                )
+        mismatched = [r for r in reports if r.unreachable is None and not r.ok]
+        if mismatched:
+            text = render(mismatched)
+            if settings.contract_check == "enforce":
+                raise ConfigurationError(f"workflow contracts do not match their EHRs:\n{text}")
+            log.error("workflow contracts do not match their EHRs", extra={"report": text})
+
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await check_contracts()
         await ensure_topics(settings.kafka, topics.ALL)
         await broker.start()
         watching = asyncio.create_task(live.watch(settings.registry_reload_s))
@@ -79,6 +110,8 @@ def asyncapi() -> FastStream:
 
 
 def main() -> None:
+    if len(sys.argv) > 1:
+        sys.exit(run(sys.argv[1:]))
     settings = InferenceSettings()
     configure_logging(settings.log_level)
     configure_telemetry("inference")

@@ -1,8 +1,18 @@
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from ehrflow_runtime.settings import AuthClientSettings, CommonSettings
 
 
 class InferenceSettings(CommonSettings):
     port: int = 8003
     auth: AuthClientSettings
+    contract_check: Literal["enforce", "warn", "off"] = Field(
+        default="enforce",
+        description="At start-up, compare each enabled contract with its EHR's CapabilityStatement and scopes: "
+        "`enforce` refuses to start on a mismatch, `warn` logs it. An EHR that cannot be reached is logged and "
+        "not held against it (`ehrflow-inference check-contracts` reports it).",
+    )

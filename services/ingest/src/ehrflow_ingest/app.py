@@ -276,7 +276,7 @@ class Webhook:
         self, org: Organization, name: str | None, note: ParsedNotification, raw: bytes
     ) -> Answer:
         scope = tracking_key(name, note.subscription) or ""
-        records, aliases, echoes = bus_records(org, note, raw, scope=scope)
+        records, aliases, echoes = bus_records(org, note, raw, scope=scope, declared_subscription=name)
         if echoes:
             ECHOES.labels(org.id).inc(len(echoes))
         recorded = await self._ctx.recorder.events(org.id, [r for _, r in records], aliases)

@@ -16,7 +16,13 @@ from ehrflow_runtime.organizations import Organization
 
 
 def normalized(
-    org: Organization, note: ParsedNotification, event: ParsedEvent, key: str, *, recovered: bool = False
+    org: Organization,
+    note: ParsedNotification,
+    event: ParsedEvent,
+    key: str,
+    *,
+    recovered: bool = False,
+    declared_subscription: str | None = None,
 ) -> NotificationReceived:
     """The bus record of one parsed event (resource bodies dropped where the organization keeps ids only).
     Validated in one call from plain values (nested models built first would each be validated again)."""
@@ -36,6 +42,7 @@ def normalized(
             "patient": event_patient(event),
             "resource": event.resource if org.ingest.keep_resources else None,
             "interaction": event.interaction,
+            "declared_subscription": declared_subscription,
             "dedupe_key": key,
             "recovered": recovered,
         }
@@ -51,10 +58,17 @@ def alias_of(org_id: str, event: ParsedEvent, key: str, scope: str) -> str | Non
 
 
 def bus_records(
-    org: Organization, note: ParsedNotification, raw: bytes, *, scope: str = "", recovered: bool = False
+    org: Organization,
+    note: ParsedNotification,
+    raw: bytes,
+    *,
+    scope: str = "",
+    recovered: bool = False,
+    declared_subscription: str | None = None,
 ) -> tuple[list[tuple[ParsedEvent, NotificationReceived]], dict[str, str], list[ParsedEvent]]:
     """Bus records (with the parsed event each came from), their aliases, and the echoes left out.
-    ``scope`` names the subscription (``tracking_store.tracking_key``) for version-based keys.
+    ``scope`` names the subscription (``tracking_store.tracking_key``) for version-based keys; ``declared_subscription`` is
+    the declared subscription whose route the notification came in on (workflows may trigger on it).
 
     An event listed twice in one notification (same dedupe key) is one record: claimed twice in one
     call, its second claim would find its own pending claim and answer 503 on every retry."""
@@ -70,5 +84,7 @@ def bus_records(
         keys.add(key)
         if alias := alias_of(org.id, event, key, scope):
             aliases[key] = alias
-        records.append((event, normalized(org, note, event, key, recovered=recovered)))
+        records.append(
+            (event, normalized(org, note, event, key, recovered=recovered, declared_subscription=declared_subscription))
+        )
     return records, aliases, echoes

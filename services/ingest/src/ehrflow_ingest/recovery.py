@@ -164,7 +164,9 @@ class Recovery:
             except NotificationError as exc:
                 RECOVERIES.labels(org.id, "$events", "unreadable").inc()
                 raise UpstreamRejected(f"{org.id} $events answer is not a notification: {exc}", status=502) from None
-            records, aliases, _ = bus_records(org, note, b"", scope=state.key, recovered=True)
+            records, aliases, _ = bus_records(
+                org, note, b"", scope=state.key, recovered=True, declared_subscription=state.name
+            )
             recorded = await self._recorder.events(org.id, [r for _, r in records], aliases, kind="recovered")
             published += len(recorded.published)
         RECOVERIES.labels(org.id, "$events", "ok" if len(todo) == len(gaps) else "partial").inc()
@@ -184,7 +186,9 @@ class Recovery:
         resources, complete, fetched = await self._fhir_for(org.id).search_all(resource_type, params, max_pages=pages)
         wanted = [r for r in resources if not is_generated_by_ehrflow(r)]
         note = search_notification(state, wanted)
-        records, aliases, _ = bus_records(org, note, b"", scope=state.key, recovered=True)
+        records, aliases, _ = bus_records(
+            org, note, b"", scope=state.key, recovered=True, declared_subscription=state.name
+        )
         recorded = await self._recorder.events(org.id, [r for _, r in records], aliases, kind="recovered")
         newest = max((t for r in wanted if (t := instant((r.get("meta") or {}).get("lastUpdated")))), default=None)
         RECOVERIES.labels(org.id, "search", "ok" if complete else "truncated").inc()

@@ -39,7 +39,8 @@ AUTO_REVIEWER = "Device/ehrflow-auto-approval"
 @dataclass
 class Deps:
     queue: ReviewQueue
-    fhir_for: Callable[[str], FhirClient]
+    fhir_for: Callable[[str, str], FhirClient]
+    """The FHIR client of an organization for a feature (the draft's workflow feature)."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +119,8 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> Publishers:
             return  # already written, rejected or failed: a later or repeated decision changes nothing
         key = f"{org}|{queued.draft.patient}".encode()
         try:
-            written = await write_approved(d.fhir_for(org), queued.draft, decision.reviewer, decision.decided_at)
+            fhir = d.fhir_for(org, queued.draft.feature or queued.draft.workflow)
+            written = await write_approved(fhir, queued.draft, decision.reviewer, decision.decided_at)
         except PermanentError as exc:  # the EHR refused it: say so, then let the middleware dead-letter it
             await d.queue.transition(org, decision.draft_id, "approved", "failed", detail=str(exc))
             await pubs.completions.publish(

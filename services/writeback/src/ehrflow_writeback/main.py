@@ -14,6 +14,7 @@ from starlette.applications import Starlette
 
 from ehrflow_contracts import topics
 from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
+from ehrflow_runtime.errors import ConfigurationError
 from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.health import health_routes
 from ehrflow_runtime.http_errors import exception_handlers
@@ -32,9 +33,6 @@ from ehrflow_writeback.app import ReviewAccess, ReviewContext, routes
 from ehrflow_writeback.handlers import Deps, declare
 from ehrflow_writeback.queue import ReviewQueue
 from ehrflow_writeback.settings import WritebackSettings
-
-FEATURE = "news2"
-"""The organization feature whose scopes this service's FHIR calls use."""
 
 
 def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -> Starlette:
@@ -61,9 +59,22 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
 
     def configured(registry: Registry) -> Configured:
         """What depends on the registry: rebuilt when it (or a review key file) changes."""
-        fhir = {org.id: FhirClient(clients.for_org(org), tokens, org, FEATURE) for org in registry}
+        fhir = {
+            (org.id, feature): FhirClient(clients.for_org(org), tokens, org, feature)
+            for org in registry
+            for feature in org.features
+        }
+
+        def fhir_for(org_id: str, feature: str) -> FhirClient:
+            """The client for a draft's organization and workflow feature; one the organization does not (or
+            no longer) have is a refusal to write, not a retry."""
+            found = fhir.get((org_id, feature))
+            if found is None:
+                raise ConfigurationError(f"organization {org_id} has no feature '{feature}' to write with")
+            return found
+
         return Configured(
-            deps=Deps(queue=queue, fhir_for=fhir.__getitem__),
+            deps=Deps(queue=queue, fhir_for=fhir_for),
             review=ReviewContext(
                 registry=registry,
                 queue=queue,

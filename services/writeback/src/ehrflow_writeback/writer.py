@@ -17,6 +17,13 @@ from ehrflow_contracts.fhir import AI_ASSISTED, SYSTEM_DRAFT, SYSTEM_TAG, TAG_GE
 
 PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 MODEL_SYSTEM = "https://ehrflow.dev/fhir/model"
+FINAL_STATUS: dict[str, dict[str, str]] = {
+    "RiskAssessment": {"status": "final"},
+    "Observation": {"status": "final"},
+    "DocumentReference": {"docStatus": "final"},
+}
+"""What approval changes in a drafted resource of each type: a clinician has verified it. Other types
+(Flag, Task, Communication) carry the status their workflow drafted."""
 
 
 class FhirWriter(Protocol):
@@ -37,8 +44,7 @@ def final_resource(draft: DraftProposed) -> dict[str, Any]:
     """The draft as it is written: final, tagged (echo detection, idempotency), labelled AI-assisted."""
     resource = copy.deepcopy(draft.resource)
     resource.pop("id", None)
-    if resource.get("resourceType") == "RiskAssessment":
-        resource["status"] = "final"
+    resource.update(FINAL_STATUS.get(resource.get("resourceType", ""), {}))
     meta = resource.setdefault("meta", {})
     meta["tag"] = [t for t in meta.get("tag", []) if t.get("system") not in (SYSTEM_TAG, SYSTEM_DRAFT)] + _tags(
         draft.draft_id

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Literal
+from typing import Any, Literal
 
 Consciousness = Literal["A", "C", "V", "P", "U"]
 Band = Literal["low", "low-medium", "medium", "high"]
@@ -176,3 +176,10 @@ def score(v: Vitals) -> News2Result:
     }
     total = sum(scores.values())
     return News2Result(total, band(total, any(s == 3 for s in scores.values())), scores)
+
+
+def predict(inputs: dict[str, Any]) -> dict[str, Any]:
+    """The builtin model's entry point (``model.entry_point`` in the NEWS2 contract): the seven parameters and
+    the SpO2 scale in, the aggregate score, its band and each parameter's score out."""
+    result = score(Vitals(**inputs))
+    return {"total": result.total, "band": result.band, "scores": result.scores}

@@ -13,7 +13,8 @@ Codes (LOINC unless noted; an organization's EHR must record vitals with these c
 | air or oxygen    | 3151-8 (inhaled O2 flow rate: > 0 = oxygen), or               | valueQuantity L/min                |
 |                  | ehrflow `supplemental-oxygen`                                 | valueBoolean                       |
 
-ACVPU codes: system ``https://ehrflow.dev/fhir/CodeSystem/acvpu`` with codes ``A C V P U``.
+ACVPU codes: system ``https://ehrflow.dev/fhir/CodeSystem/acvpu`` with codes ``A C V P U``. An organization whose
+EHR records vitals under local codes maps them to these in its contract (``mapping.codes``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ehrflow_inference.news2 import Consciousness
+from ehrflow_inference.contract import Contract
+from ehrflow_inference.workflows.base import codes_of
+from ehrflow_inference.workflows.news2.score import Consciousness
 
 LOINC = "http://loinc.org"
 SYSTEM_ACVPU = "https://ehrflow.dev/fhir/CodeSystem/acvpu"
@@ -49,10 +52,6 @@ class Reading:
     """Versioned reference of the Observation it came from: ``Observation/id/_history/v``."""
 
 
-def codings(concept: dict[str, Any] | None) -> set[tuple[str, str]]:
-    return {(c.get("system", ""), c.get("code", "")) for c in (concept or {}).get("coding") or []}
-
-
 def effective_time(obs: dict[str, Any]) -> datetime | None:
     text = obs.get("effectiveDateTime") or (obs.get("effectivePeriod") or {}).get("end") or obs.get("issued")
     if not text:
@@ -77,26 +76,27 @@ def _quantity(node: dict[str, Any]) -> tuple[float, str] | None:
     return float(q["value"]), str(q.get("code") or q.get("unit") or "")
 
 
-def _consciousness(obs: dict[str, Any]) -> Consciousness | None:
-    for system, code in codings(obs.get("valueCodeableConcept")):
+def _consciousness(obs: dict[str, Any], contract: Contract) -> Consciousness | None:
+    for system, code in codes_of(obs.get("valueCodeableConcept"), contract):
         if system == SYSTEM_ACVPU and code.upper() in ("A", "C", "V", "P", "U"):
             return code.upper()  # type: ignore[return-value]
     return None
 
 
-def readings(obs: dict[str, Any]) -> list[Reading]:
-    """The NEWS2 readings one Observation provides (a BP panel provides its systolic component)."""
+def readings(obs: dict[str, Any], contract: Contract) -> list[Reading]:
+    """The NEWS2 readings one Observation provides (a BP panel provides its systolic component), its codes
+    translated by the contract's mapping."""
     if obs.get("status") not in ("final", "amended", "corrected", "preliminary"):
         return []
     when = effective_time(obs)
     if when is None or not obs.get("id"):
         return []
     basis = versioned(obs)
-    codes = codings(obs.get("code"))
+    codes = codes_of(obs.get("code"), contract)
     found: list[Reading] = []
     if codes & BP_PANELS:
         for component in obs.get("component") or []:
-            if codings(component.get("code")) & CODES["systolic_bp"]:
+            if codes_of(component.get("code"), contract) & CODES["systolic_bp"]:
                 q = _quantity(component)
                 if q:
                     found.append(Reading("systolic_bp", q[0], when, basis))
@@ -104,7 +104,7 @@ def readings(obs: dict[str, Any]) -> list[Reading]:
         if not codes & known:
             continue
         if parameter == "consciousness":
-            level = _consciousness(obs)
+            level = _consciousness(obs, contract)
             if level:
                 found.append(Reading(parameter, level, when, basis))
         elif parameter == "air_or_oxygen":
@@ -120,11 +120,13 @@ def readings(obs: dict[str, Any]) -> list[Reading]:
     return found
 
 
-def latest(observations: list[dict[str, Any]], *, not_before: datetime, not_after: datetime) -> dict[str, Reading]:
+def latest(
+    observations: list[dict[str, Any]], contract: Contract, *, not_before: datetime, not_after: datetime
+) -> dict[str, Reading]:
     """The most recent reading of each parameter within ``[not_before, not_after]``."""
     best: dict[str, Reading] = {}
     for obs in observations:
-        for reading in readings(obs):
+        for reading in readings(obs, contract):
             if not (not_before <= reading.effective <= not_after):
                 continue
             current = best.get(reading.parameter)
