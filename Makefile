@@ -1,5 +1,6 @@
 # ehrflow — the front door. `make demo` runs the reference scenario; `make test` runs every test.
-# Needs only Python 3.11+, make and gcc: everything else is installed into .venv from requirements.lock.
+# Needs only Python 3.11+, make, gcc/g++ and cmake: everything else is installed into .venv from requirements.lock
+# (and the model servers into .venv-models from requirements-models.lock).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -7,6 +8,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PACKAGES := libs/contracts libs/runtime services/auth services/ingest services/inference services/writeback devstack
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
+# The local model servers (MLServer, llama.cpp's server) in a virtualenv of their own: devstack/model_servers.
+MODELS_VENV  := .venv-models
+MODELS_STAMP := $(MODELS_VENV)/.installed
 
 .PHONY: help setup demo test test-unit test-integration stack docs asyncapi lint bench clean
 
@@ -31,7 +35,16 @@ $(STAMP): requirements.lock $(PYPROJECTS)
 	$(BIN)/python -m pip check --disable-pip-version-check
 	touch $@
 
-setup: $(STAMP)
+$(MODELS_STAMP): requirements-models.lock requirements-llama-server.lock devstack/model_servers/build-llama-server
+	test -x $(MODELS_VENV)/bin/python || $(PYTHON) -m venv $(MODELS_VENV)
+	$(MODELS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+		-r requirements-models.lock
+	$(MODELS_VENV)/bin/python -m pip check --disable-pip-version-check
+	@# llama.cpp's server is built from pinned source once per machine (cached outside the clone).
+	devstack/model_servers/build-llama-server $(MODELS_VENV)/bin/python $(MODELS_VENV)/bin
+	touch $@
+
+setup: $(STAMP) $(MODELS_STAMP)
 
 demo: setup
 	$(BIN)/python -m ehrflow_devstack demo
@@ -64,4 +77,4 @@ docs: setup
 asyncapi: docs
 
 clean:
-	rm -rf $(VENV) .ehrflow .pytest_cache
+	rm -rf $(VENV) $(MODELS_VENV) .ehrflow .pytest_cache

@@ -77,12 +77,13 @@ class MockFhir:
             found = [r for r in self.resources if r["resourceType"] == path[0] and r["id"] == path[1]]
             return httpx.Response(200, json=found[0]) if found else httpx.Response(404, json={})
         if request.method == "GET" and len(path) == 1:
-            patient = request.url.params.get("patient")
+            patient, only = request.url.params.get("patient"), request.url.params.get("_id")
             matches = [
                 r
                 for r in self.resources
                 if r["resourceType"] == path[0]
-                and (patient is None or (r.get("subject") or {}).get("reference") == patient)
+                and (only is None or r["id"] == only)
+                and (patient is None or (r.get("subject") or r.get("for") or {}).get("reference") == patient)
             ]
             return httpx.Response(
                 200,

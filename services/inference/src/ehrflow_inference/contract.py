@@ -72,7 +72,10 @@ class Query(_Strict):
     params: dict[str, str] = Field(
         default_factory=dict, description="Further search parameters, e.g. `{category: vital-signs}`."
     )
-    patient_param: str = Field(default="patient", description="The search parameter that names the patient.")
+    patient_param: str = Field(
+        default="patient",
+        description="The search parameter that names the patient (`Patient/id`); `_id` on a Patient search (the id).",
+    )
     lookback_hours: float | None = Field(
         default=None, gt=0, description="Only resources up to this old at the trigger's time (the workflow filters)."
     )
@@ -96,7 +99,8 @@ class Query(_Strict):
 
     def search(self, patient: str) -> list[tuple[str, str]]:
         """The search parameters of this query for ``patient`` (``Patient/id``)."""
-        found = [(self.patient_param, patient), *self.params.items()]
+        value = patient.removeprefix("Patient/") if self.patient_param == "_id" else patient
+        found = [(self.patient_param, value), *self.params.items()]
         if self.codes:
             found.append(("code", ",".join(self.codes)))
         if self.sort:
@@ -136,6 +140,10 @@ class Model(_Strict):
     version: str = Field(min_length=1)
     entry_point: str | None = Field(
         default=None, pattern=r"^[\w.]+:\w+$", description="`builtin`: the Python callable, `module:function`."
+    )
+    outputs: tuple[str, ...] = Field(
+        default=(),
+        description="`kserve-v2`: the output tensors to ask for (e.g. `predict_proba`); empty: the server's.",
     )
     endpoint: str | None = Field(default=None, description="`kserve-v2`, `openai-chat`: the server's base URL.")
     timeout_s: float = Field(default=10, gt=0, le=600)

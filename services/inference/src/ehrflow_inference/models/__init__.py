@@ -20,28 +20,19 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import httpx
+import httpx2
 import jsonschema_rs
+import openai
 
 from ehrflow_inference.contract import Model
-from ehrflow_runtime.errors import PermanentError, RetryableError
+from ehrflow_inference.models.errors import InvalidModelOutput, ModelUnavailable, RetryableCall
+from ehrflow_inference.models.kserve import kserve_v2
+from ehrflow_inference.models.openai_chat import client_for, openai_chat
+
+__all__ = ["Breaker", "Guarded", "InvalidModelOutput", "ModelClient", "ModelUnavailable", "Models", "RetryableCall"]
 
 log = logging.getLogger("ehrflow.inference.models")
-
-
-class ModelUnavailable(RetryableError):
-    """The model could not answer now (timeout, refused, overloaded, circuit open)."""
-
-
-class InvalidModelOutput(PermanentError):
-    """The model answered something the contract does not allow: an outcome, never a draft."""
-
-
-class RetryableCall(Exception):
-    """Raised by an adapter's single attempt when another attempt may succeed (429, 5xx, timeout)."""
-
-    def __init__(self, detail: str, retry_after_s: float | None = None) -> None:
-        super().__init__(detail)
-        self.retry_after_s = retry_after_s
 
 
 class ModelClient(Protocol):
@@ -163,8 +154,18 @@ class Models:
     """The model clients of the running configuration, one per endpoint, so each endpoint has one concurrency
     bound and one circuit breaker whichever organizations share it."""
 
-    def __init__(self) -> None:
+    def __init__(self, http: httpx.AsyncClient | None = None, openai_http: httpx2.AsyncClient | None = None) -> None:
+        """``http`` carries KServe calls; ``openai_http`` the openai client's (its own HTTP stack, ``httpx2``):
+        by default each OpenAI-compatible endpoint gets a pool of its own."""
+        self._http = http or httpx.AsyncClient()
+        self._openai_http = openai_http
         self._clients: dict[tuple[str, ...], Guarded] = {}
+        self._openai: list[openai.AsyncOpenAI] = []
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        for client in self._openai:
+            await client.close()
 
     def client(self, spec: Model) -> Guarded:
         key = (spec.kind, spec.entry_point or spec.endpoint or "", spec.name, spec.version)
@@ -176,4 +177,8 @@ class Models:
     def _attempt(self, spec: Model) -> Attempt:
         if spec.kind == "builtin":
             return builtin(spec)
-        raise NotImplementedError(f"no adapter for {spec.kind} models")
+        if spec.kind == "kserve-v2":
+            return kserve_v2(spec, self._http)
+        client = client_for(spec, self._openai_http)
+        self._openai.append(client)
+        return openai_chat(spec, client)

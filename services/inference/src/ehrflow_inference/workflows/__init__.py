@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from ehrflow_inference.workflows.base import Workflow
 from ehrflow_inference.workflows.news2 import News2
+from ehrflow_inference.workflows.readmission import Readmission
+from ehrflow_inference.workflows.tumor_board import TumorBoard
 
-SHIPPED: dict[str, Workflow] = {w.name: w for w in (News2(),)}  # type: ignore[type-arg]
+SHIPPED: dict[str, Workflow] = {w.name: w for w in (News2(), Readmission(), TumorBoard())}  # type: ignore[type-arg]
 
 __all__ = ["SHIPPED", "Workflow"]

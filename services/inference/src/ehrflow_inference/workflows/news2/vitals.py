@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from ehrflow_inference.contract import Contract
+from ehrflow_inference.fhir_values import instant, versioned
 from ehrflow_inference.workflows.base import codes_of
 from ehrflow_inference.workflows.news2.score import Consciousness
 
@@ -53,20 +54,7 @@ class Reading:
 
 
 def effective_time(obs: dict[str, Any]) -> datetime | None:
-    text = obs.get("effectiveDateTime") or (obs.get("effectivePeriod") or {}).get("end") or obs.get("issued")
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else None
-
-
-def versioned(obs: dict[str, Any]) -> str:
-    version = (obs.get("meta") or {}).get("versionId")
-    ref = f"{obs['resourceType']}/{obs['id']}"
-    return f"{ref}/_history/{version}" if version else ref
+    return instant(obs.get("effectiveDateTime") or (obs.get("effectivePeriod") or {}).get("end") or obs.get("issued"))
 
 
 def _quantity(node: dict[str, Any]) -> tuple[float, str] | None:

@@ -1,0 +1,61 @@
+"""A gateway in front of a real model server, as Istio, Envoy or an API gateway stands in front of one in
+production: it forwards every request over a real connection and, when a test asks, answers the next ones
+itself with a status (429 with ``Retry-After``, 503) the way a gateway sheds load. It counts what reached it.
+
+Runs in the test's event loop (aiohttp's server); ``url`` is what the adapter is pointed at.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httpx
+from aiohttp import web
+
+from ehrflow_devstack.processes import free_port
+
+
+@dataclass
+class Gateway:
+    upstream: str
+    refuse_next: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    """``(status, headers)`` to answer the next requests with, one each, before forwarding again."""
+    received: int = 0
+    url: str = ""
+    _runner: web.AppRunner | None = None
+    _http: httpx.AsyncClient | None = None
+
+    async def start(self) -> Gateway:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self._http = httpx.AsyncClient(timeout=120)
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._http is not None:
+            await self._http.aclose()
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        self.received += 1
+        if self.refuse_next:
+            status, headers = self.refuse_next.pop(0)
+            return web.json_response({"error": "shed by the gateway"}, status=status, headers=headers)
+        assert self._http is not None
+        upstream = await self._http.request(
+            request.method,
+            f"{self.upstream}{request.rel_url}",
+            content=await request.read(),
+            headers={k: v for k, v in request.headers.items() if k.lower() in ("content-type", "authorization")},
+        )
+        return web.Response(
+            status=upstream.status_code,
+            body=upstream.content,
+            content_type=upstream.headers.get("content-type", "").split(";")[0] or None,
+        )
