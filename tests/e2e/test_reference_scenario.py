@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -47,7 +49,7 @@ def test_scenario_matches(scenario: ScenarioResult) -> None:
 
 def test_high_risk_assessment_is_in_org1_and_absent_from_org2(scenario: ScenarioResult, ehrs: dict[str, Ehr]) -> None:
     org1 = scenario.orgs["org1"]
-    [high] = [d for d in org1.written if d["summary"]["band"] == "high"]
+    [high] = [d for d in org1.written if d["workflow"] == "news2" and d["summary"]["band"] == "high"]
     tag = f"{SYSTEM_DRAFT}|{high['draft_id']}"
     [ra] = ehrs["org1"].search("RiskAssessment", _tag=tag)
     assert ra["status"] == "final" and ra["subject"]["reference"] == high["patient"]
@@ -60,11 +62,38 @@ def test_high_risk_assessment_is_in_org1_and_absent_from_org2(scenario: Scenario
     assert ehrs["org2"].search("Provenance", _tag=tag) == []
 
 
+def _news2(scenario: ScenarioResult, org: str) -> list[dict[str, Any]]:
+    return [d for d in scenario.orgs[org].written if d["workflow"] == "news2"]
+
+
+@pytest.mark.parametrize("org", ["org1", "org2"])
+def test_model_workflows_write_their_outputs_to_their_own_ehr(
+    scenario: ScenarioResult, ehrs: dict[str, Ehr], org: str
+) -> None:
+    written = {d["workflow"]: d for d in scenario.orgs[org].written if d["workflow"] != "news2"}
+    assert set(written) == {"readmission", "tumor-board"}
+    other = ehrs["org2" if org == "org1" else "org1"]
+    summary_tag = f"{SYSTEM_DRAFT}|{written['tumor-board']['draft_id']}"
+    [document] = ehrs[org].search("DocumentReference", _tag=summary_tag)
+    assert document["docStatus"] == "final" and [s["code"] for s in document["meta"]["security"]] == ["AIAST"]
+    assert document["subject"]["reference"] == written["tumor-board"]["patient"]
+    text = base64.b64decode(document["content"][0]["attachment"]["data"]).decode()
+    cited = {r["reference"] for r in document["context"]["related"]}
+    assert text.startswith("- ") and cited and all(c in text for c in cited)
+    [risk] = ehrs[org].search("RiskAssessment", _tag=f"{SYSTEM_DRAFT}|{written['readmission']['draft_id']}")
+    assert 0 < risk["prediction"][0]["probabilityDecimal"] < 1 and risk["status"] == "final"
+    assert risk["subject"]["reference"] == written["readmission"]["patient"]
+    for tag in (summary_tag, f"{SYSTEM_DRAFT}|{written['readmission']['draft_id']}"):
+        [provenance] = ehrs[org].search("Provenance", _tag=tag)
+        assert {a["type"]["coding"][0]["code"] for a in provenance["agent"]} == {"author", "verifier"}
+        assert other.search("Provenance", _tag=tag) == []
+
+
 def test_redelivered_approval_does_not_write_twice(
     stack: Stack, scenario: ScenarioResult, ehrs: dict[str, Ehr]
 ) -> None:
     assert stack.config
-    draft = scenario.orgs["org2"].written[0]
+    draft = _news2(scenario, "org2")[0]
     again = httpx.post(
         f"{stack.urls['writeback']}/v1/orgs/org2/drafts/{draft['draft_id']}/approve",
         json={"reviewer": "Practitioner/other"},
@@ -79,7 +108,7 @@ async def test_redelivered_decision_after_a_crash_writes_once(
 ) -> None:
     """Writeback crashed after writing but before recording it; Kafka redelivers the decision."""
     assert stack.redis and stack.broker and stack.config
-    draft = scenario.orgs["org1"].written[-1]
+    draft = _news2(scenario, "org1")[-1]
     redis = Redis.from_url(stack.redis.url)
     queue = stack.config.review_queue(redis)
     assert await queue.transition("org1", draft["draft_id"], "written", "approved") == (True, "approved")

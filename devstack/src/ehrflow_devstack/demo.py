@@ -1,8 +1,11 @@
 """The reference scenario, end to end, on the local stack: what ``make demo`` runs and the e2e test checks.
 
-Two organizations; in each a nurse charts vital signs for three patients; the EHR notifies ehrflow;
-inference scores NEWS2 and drafts RiskAssessments (or records insufficient data); a clinician approves
-every draft; writeback writes each RiskAssessment with its Provenance to its own organization's EHR.
+Two organizations, three workflows. In each organization a nurse charts vital signs for three patients
+(NEWS2), a patient is discharged after an inpatient stay (readmission risk, a model behind MLServer), and a
+patient is put forward for a tumor board (a summary from an OpenAI-compatible model behind llama.cpp's
+server). The EHR notifies ehrflow; inference drafts RiskAssessments and a DocumentReference (or records
+insufficient data); a clinician approves every draft; writeback writes each with its Provenance to its own
+organization's EHR.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from ehrflow_contracts import topics
 from ehrflow_contracts.fhir import SYSTEM_DRAFT, SYSTEM_TAG, TAG_GENERATED
 from ehrflow_devstack.config import ORGS, WEBHOOK_HEADER
 from ehrflow_devstack.kafka_read import read_topic, wait_for_records
-from ehrflow_devstack.scenario import Ehr, PatientCase, cases
+from ehrflow_devstack.scenario import WORKFLOW_TOPICS, Ehr, PatientCase, cases
 from ehrflow_devstack.stack import Stack
 
 CONTENT = {"org1": "full-resource", "org2": "id-only"}
+OUTPUT_TYPES = ("RiskAssessment", "DocumentReference")
 """Organization 1's EHR includes the resource in notifications; organization 2's sends ids only."""
 
 
@@ -93,14 +97,14 @@ def run_scenario(stack: Stack, say: Callable[[str], None] = print) -> ScenarioRe
     problems: list[str] = []
     try:
         for org, ehr in ehrs.items():
-            sub = ehr.subscribe(
-                f"{stack.urls['ingest']}/v1/notify/{org}", WEBHOOK_HEADER, config.webhook_secret(org), CONTENT[org]
-            )
-            say(f"{org}: Subscription/{sub} active ({CONTENT[org]} notifications to ingest)")
+            endpoint, secret = f"{stack.urls['ingest']}/v1/notify/{org}", config.webhook_secret(org)
+            subs = [ehr.subscribe(endpoint, WEBHOOK_HEADER, secret, CONTENT[org], workflow=w) for w in WORKFLOW_TOPICS]
+            say(f"{org}: {len(subs)} subscriptions active ({CONTENT[org]} notifications to ingest)")
         for org, ehr in ehrs.items():
             for case in cases(org):
                 results[org].cases.append(ehr.record_patient(case))
-            say(f"{org}: charted vital signs for {len(results[org].cases)} patients")
+            charted = sum(c.workflow == "news2" for c in results[org].cases)
+            say(f"{org}: charted vital signs for {charted} patients, discharged one, asked a tumor board for one")
 
         expected_drafts = {org: sum(c.expect != "insufficient" for c in r.cases) for org, r in results.items()}
         for org, review in reviews.items():
@@ -132,18 +136,21 @@ def run_scenario(stack: Stack, say: Callable[[str], None] = print) -> ScenarioRe
         for org, review in reviews.items():
             _wait(f"{org} writes", review.has_at_least("written", results[org].approved))
             results[org].written = review.drafts("written")
-            say(f"{org}: {len(results[org].written)} RiskAssessments written")
+            say(f"{org}: {len(results[org].written)} drafts written")
 
         events = read_topic(bootstrap, topics.NOTIFICATION_RECEIVED)
         for org, result in results.items():
             patients = {c.ids["patient"] for c in result.cases}
             result.events = sum(1 for e in events if e["organization_id"] == org and e.get("patient") in patients)
             ehr = ehrs[org]
-            result.read_back = ehr.search("RiskAssessment", _tag=f"{SYSTEM_TAG}|{TAG_GENERATED}")
-            result.provenance = ehr.search("Provenance", _tag=f"{SYSTEM_TAG}|{TAG_GENERATED}")
+            generated = f"{SYSTEM_TAG}|{TAG_GENERATED}"
+            result.read_back = [r for t in OUTPUT_TYPES for r in ehr.search(t, _tag=generated)]
+            result.provenance = ehr.search("Provenance", _tag=generated)
             other = ehrs["org2" if org == "org1" else "org1"]
             result.foreign = sum(
-                len(other.search("RiskAssessment", _tag=f"{SYSTEM_DRAFT}|{d['draft_id']}")) for d in result.written
+                len(other.search(t, _tag=f"{SYSTEM_DRAFT}|{d['draft_id']}"))
+                for d in result.written
+                for t in OUTPUT_TYPES
             )
         problems += check(results)
     finally:
@@ -159,8 +166,16 @@ def check(results: dict[str, OrgResult]) -> list[str]:
     problems = []
     for org, r in results.items():
         by_patient = {d["patient"]: d for d in r.written}
+        if len(by_patient) != len(r.written):
+            problems.append(f"{org}: a patient has more than one written draft")
         for case in r.cases:
             draft = by_patient.get(case.ids["patient"])
+            if draft and draft["workflow"] != case.workflow:
+                problems.append(f"{org}/{case.key}: drafted by {draft['workflow']}, expected {case.workflow}")
+                continue
+            if case.workflow != "news2":
+                problems += _check_model_draft(org, case, draft)
+                continue
             if case.expect == "insufficient":
                 if draft:
                     problems.append(f"{org}/{case.key}: drafted despite a missing parameter")
@@ -179,17 +194,38 @@ def check(results: dict[str, OrgResult]) -> list[str]:
             if case.scale2 and summary.get("spo2_scale") != 2:
                 problems.append(f"{org}/{case.key}: SpO2 scale 2 not applied")
         written_refs = {d["resource_ref"] for d in r.written if d.get("resource_ref")}
-        read_refs = {f"RiskAssessment/{ra['id']}" for ra in r.read_back}
+        read_refs = {f"{x['resourceType']}/{x['id']}" for x in r.read_back}
         if written_refs != read_refs:
             problems.append(f"{org}: EHR holds {sorted(read_refs)}, writeback wrote {sorted(written_refs)}")
         targets = {t["reference"] for p in r.provenance for t in p.get("target", [])}
         if not read_refs <= targets:
-            problems.append(f"{org}: RiskAssessments without Provenance: {sorted(read_refs - targets)}")
+            problems.append(f"{org}: written drafts without Provenance: {sorted(read_refs - targets)}")
         if r.foreign:
-            problems.append(f"{org}: {r.foreign} of its RiskAssessments found in the other organization's EHR")
+            problems.append(f"{org}: {r.foreign} of its drafts found in the other organization's EHR")
         if r.events != len(r.cases):
             problems.append(f"{org}: {r.events} notification events on Kafka, expected {len(r.cases)}")
     return problems
+
+
+def _check_model_draft(org: str, case: PatientCase, draft: dict[str, Any] | None) -> list[str]:
+    """The readmission and tumor-board patients: one written draft each, with its model's figures."""
+    if draft is None:
+        return [f"{org}/{case.key}: no written {case.workflow} draft"]
+    summary = draft["summary"]
+    if case.workflow == "readmission" and not 0 < summary.get("probability", -1) < 1:
+        return [f"{org}/{case.key}: readmission probability {summary.get('probability')} is not a probability"]
+    if case.workflow == "tumor-board" and not summary.get("statements", 0) >= 1:
+        return [f"{org}/{case.key}: the tumor-board summary has no statement"]
+    return []
+
+
+def _outcome(draft: dict[str, Any]) -> str:
+    s, ref = draft["summary"], draft.get("resource_ref")
+    if draft["workflow"] == "readmission":
+        return f"readmission risk {s['probability']:.0%} ({s['band']}) → {ref}"
+    if draft["workflow"] == "tumor-board":
+        return f"tumor-board summary, {s['statements']} statement(s) citing {s['cited']} resource(s) → {ref}"
+    return f"NEWS2 {s['score']} ({s['band']}, SpO2 scale {s['spo2_scale']}) → {ref}"
 
 
 def report(result: ScenarioResult) -> str:
@@ -197,15 +233,14 @@ def report(result: ScenarioResult) -> str:
     for org, r in result.orgs.items():
         lines.append(
             f"{org}: {r.events} events received · {len(r.drafts)} drafts · {r.approved} approved · "
-            f"{len(r.read_back)} RiskAssessments + {len(r.provenance)} Provenance read back from its EHR · "
+            f"{len(r.read_back)} resources + {len(r.provenance)} Provenance read back from its EHR · "
             f"{len(r.insufficient)} insufficient-data · {r.foreign} in the other EHR"
         )
         written = {d["patient"]: d for d in r.written}
         for case in r.cases:
             d = written.get(case.ids.get("patient", ""))
             if d:
-                s = d["summary"]
-                outcome = f"NEWS2 {s['score']} ({s['band']}, SpO2 scale {s['spo2_scale']}) → {d.get('resource_ref')}"
+                outcome = _outcome(d)
             else:
                 missing = next(
                     (o.get("missing") for o in r.insufficient if o.get("patient") == case.ids.get("patient")), None
@@ -219,7 +254,10 @@ def report(result: ScenarioResult) -> str:
 
 
 def run_demo(state: Path) -> int:
-    print("ehrflow demo: starting the local stack (broker, Redis, two sandbox EHRs, four services) …", flush=True)
+    print(
+        "ehrflow demo: starting the local stack (broker, Redis, two sandbox EHRs, two model servers, four services) …",
+        flush=True,
+    )
     started = time.monotonic()
     try:
         with Stack(state) as stack:

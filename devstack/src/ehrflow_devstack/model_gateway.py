@@ -7,6 +7,7 @@ Runs in the test's event loop (aiohttp's server); ``url`` is what the adapter is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -20,6 +21,8 @@ class Gateway:
     upstream: str
     refuse_next: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     """``(status, headers)`` to answer the next requests with, one each, before forwarding again."""
+    refuse_when: Callable[[bytes], int | None] | None = None
+    """A status to answer every request whose body this picks out with (a model that always fails for it)."""
     received: int = 0
     url: str = ""
     _runner: web.AppRunner | None = None
@@ -44,14 +47,16 @@ class Gateway:
 
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         self.received += 1
-        if self.refuse_next:
-            status, headers = self.refuse_next.pop(0)
+        body = await request.read()
+        status = self.refuse_when(body) if self.refuse_when else None
+        if self.refuse_next or status:
+            status, headers = self.refuse_next.pop(0) if self.refuse_next else (status or 503, {})
             return web.json_response({"error": "shed by the gateway"}, status=status, headers=headers)
         assert self._http is not None
         upstream = await self._http.request(
             request.method,
             f"{self.upstream}{request.rel_url}",
-            content=await request.read(),
+            content=body,
             headers={k: v for k, v in request.headers.items() if k.lower() in ("content-type", "authorization")},
         )
         return web.Response(

@@ -34,8 +34,9 @@ def _mlserver_ready(url: str) -> bool:
     return http_ok(f"{url}/v2/health/ready") and http_ok(f"{url}/v2/models/{READMISSION_MODEL}/ready")
 
 
-def start_mlserver(state: Path) -> Part:
-    """MLServer serving the readmission model, trained now (a few seconds) into ``state/models``."""
+def start_mlserver(state: Path, *, port: int | None = None) -> Part:
+    """MLServer serving the readmission model, trained now (a few seconds) into ``state/mlserver-models``; on
+    ``port`` when given (a restarted server where its clients expect it)."""
     if url := os.environ.get("MLSERVER_URL"):
         return Part(url.rstrip("/"), "external")
     venv = models_venv()
@@ -46,7 +47,7 @@ def start_mlserver(state: Path) -> Part:
             check=True,
             capture_output=True,
         )
-    http, grpc, metrics = free_port(), free_port(), free_port()
+    http, grpc, metrics = port or free_port(), free_port(), free_port()
     url = f"http://127.0.0.1:{http}"
     proc = Process(
         "mlserver",

@@ -12,6 +12,7 @@ from typing import TypeVar
 import yaml
 
 from ehrflow_devstack.config import ORGS, SEKMET_SCOPES, GeneratedConfig, generate, write_registry
+from ehrflow_devstack.model_servers import start_llama_server, start_mlserver
 from ehrflow_devstack.parts import Part, start_broker, start_redis, start_sekmet
 from ehrflow_devstack.processes import Process, free_port, http_ok
 from ehrflow_devstack.scenario import TOPIC_URL
@@ -33,6 +34,8 @@ class Stack:
     broker: Part | None = None
     redis: Part | None = None
     ehrs: dict[str, Part] = field(default_factory=dict)
+    models: dict[str, Part] = field(default_factory=dict)
+    """The model servers, by the workflow that calls them (``readmission``, ``tumor-board``)."""
     services: dict[str, Process] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
     _started: list[Part | Process] = field(default_factory=list)
@@ -97,7 +100,15 @@ class Stack:
                     )
                 )
                 self._say(f"sandbox EHR {org.id} ({org.name}) at {self.ehrs[org.id].url}")
-            write_registry(self.config, {org: part.url for org, part in self.ehrs.items()})
+            self.models["readmission"] = self._track(start_mlserver(self.state))
+            self._say(f"MLServer (KServe v2) at {self.models['readmission'].url}")
+            self.models["tumor-board"] = self._track(start_llama_server(self.state))
+            self._say(f"llama.cpp server (OpenAI-compatible) at {self.models['tumor-board'].url}")
+            write_registry(
+                self.config,
+                {org: part.url for org, part in self.ehrs.items()},
+                self.model_endpoints(),
+            )
             for name in SERVICES:
                 self.services[name] = self._track(
                     launch_service(name, self.urls[name], self.logs / f"{name}.log", self.service_env(name))
@@ -107,6 +118,15 @@ class Stack:
             self.stop()
             raise
         return self
+
+    def model_endpoints(self) -> dict[str, str]:
+        """What the organizations' contracts call, by workflow: the base URL each adapter takes."""
+        found = {}
+        if "readmission" in self.models:
+            found["readmission"] = self.models["readmission"].url
+        if "tumor-board" in self.models:
+            found["tumor-board"] = f"{self.models['tumor-board'].url}/v1"
+        return found
 
     def _track(self, item: Startable) -> Startable:
         self._started.append(item)

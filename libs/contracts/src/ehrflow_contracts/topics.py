@@ -21,6 +21,14 @@ DRAFT_SHADOWED = "ehrflow.inference.draft.shadowed.v1"
 INFERENCE_OUTCOME = "ehrflow.inference.outcome.recorded.v1"
 """Why a notification produced no draft (insufficient data, not applicable)."""
 
+INFERENCE_RETRIES: tuple[str, ...] = (
+    "ehrflow.inference.retry.first.v1",
+    "ehrflow.inference.retry.second.v1",
+    "ehrflow.inference.retry.third.v1",
+)
+"""Notification events inference tries again after a model or an EHR failed for now, one topic per delay tier
+(the attempt and the instant it is due travel in headers)."""
+
 REVIEW_DECIDED = "ehrflow.writeback.review.decided.v1"
 """A clinician approved or rejected a draft."""
 
@@ -40,6 +48,7 @@ ALL: tuple[str, ...] = (
     DRAFT_PROPOSED,
     DRAFT_SHADOWED,
     INFERENCE_OUTCOME,
+    *INFERENCE_RETRIES,
     REVIEW_DECIDED,
     WRITEBACK_COMPLETED,
     AUDIT,

@@ -149,6 +149,10 @@ class Model(_Strict):
     timeout_s: float = Field(default=10, gt=0, le=600)
     retries: int = Field(default=2, ge=0, le=10, description="Further attempts after a 429, 5xx or timeout.")
     concurrency: int = Field(default=8, ge=1, le=1024, description="Calls in flight at once, per endpoint.")
+    breaker_failures: int = Field(default=5, ge=1, description="Failed attempts in a row that open the circuit.")
+    breaker_open_s: float = Field(
+        default=30, gt=0, description="How long an open circuit fails calls at once before one trial call."
+    )
     credentials_file: Path | None = Field(default=None, description="Bearer credential for the endpoint (a file).")
     output_schema: dict[str, Any] | None = Field(
         default=None, description="JSON Schema the model's answer must satisfy; an answer that does not is an outcome."

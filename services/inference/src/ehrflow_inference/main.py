@@ -19,6 +19,7 @@ from ehrflow_inference.cli import run
 from ehrflow_inference.enabled import enabled_contracts
 from ehrflow_inference.handlers import Deps, declare
 from ehrflow_inference.models import Models
+from ehrflow_inference.retries import Parking
 from ehrflow_inference.settings import InferenceSettings
 from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
 from ehrflow_runtime.errors import ConfigurationError
@@ -28,6 +29,7 @@ from ehrflow_runtime.http_errors import exception_handlers
 from ehrflow_runtime.live import Live
 from ehrflow_runtime.logging import configure_logging
 from ehrflow_runtime.organizations import Registry
+from ehrflow_runtime.redis_client import make_redis
 from ehrflow_runtime.serve import make_http_client, run_asgi
 from ehrflow_runtime.settings import KafkaSettings
 from ehrflow_runtime.telemetry import configure_telemetry
@@ -43,6 +45,8 @@ def create_app(settings: InferenceSettings, broker: KafkaBroker | None = None) -
     tokens = TokenClient.configured(http, settings.auth)
     clients = OrganizationClients(http, timeout_s=settings.auth.timeout_s)
     models = Models()
+    redis = make_redis(settings.redis_url.get_secret_value())
+    parking = Parking(redis)
 
     def configured(registry: Registry) -> Deps:
         """What depends on the registry: rebuilt when it changes (an organization removed stops at once; a
@@ -53,10 +57,10 @@ def create_app(settings: InferenceSettings, broker: KafkaBroker | None = None) -
             for org in registry
             for entry in enabled[org.id]
         }
-        return Deps(enabled=enabled, fhir_for=lambda org, feature: fhir[(org, feature)], models=models)
+        return Deps(enabled=enabled, fhir_for=lambda org, feature: fhir[(org, feature)], models=models, parking=parking)
 
     live = Live(settings.organizations_file, configured)
-    declare(broker, lambda: live.current)
+    declare(broker, lambda: live.current, settings.retry)
 
     async def check_contracts() -> None:
         """Compare each enabled contract with its EHR before taking traffic (``EHRFLOW_CONTRACT_CHECK``)."""
@@ -90,12 +94,22 @@ def create_app(settings: InferenceSettings, broker: KafkaBroker | None = None) -
             await broker.stop()
             await clients.aclose()
             await http.aclose()
+            await models.aclose()
+            await redis.aclose()
 
-    async def ready() -> bool:
+    async def broker_ok() -> bool:
         return await broker_ready(broker)
 
+    async def redis_ok() -> bool:
+        try:
+            return bool(await redis.ping())
+        except Exception:
+            return False
+
     return Starlette(
-        routes=health_routes({"broker": ready}), lifespan=lifespan, exception_handlers=dict(exception_handlers())
+        routes=health_routes({"broker": broker_ok, "redis": redis_ok}),
+        lifespan=lifespan,
+        exception_handlers=dict(exception_handlers()),
     )
 
 

@@ -4,12 +4,14 @@ from typing import Literal
 
 from pydantic import Field
 
+from ehrflow_inference.retries import RetryPolicy
 from ehrflow_runtime.settings import AuthClientSettings, CommonSettings
 
 
 class InferenceSettings(CommonSettings):
     port: int = 8003
     auth: AuthClientSettings
+    retry: RetryPolicy = RetryPolicy()
     contract_check: Literal["enforce", "warn", "off"] = Field(
         default="enforce",
         description="At start-up, compare each enabled contract with its EHR's CapabilityStatement and scopes: "

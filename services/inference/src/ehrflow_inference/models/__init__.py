@@ -86,7 +86,7 @@ class Guarded:
         self.spec = spec
         self._attempt = attempt
         self._slots = asyncio.Semaphore(spec.concurrency)
-        self.breaker = breaker or Breaker()
+        self.breaker = breaker or Breaker(spec.breaker_failures, spec.breaker_open_s)
         self._backoff_s = backoff_s
         self._schema = jsonschema_rs.validator_for(spec.output_schema) if spec.output_schema else None
 
