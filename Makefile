@@ -69,6 +69,7 @@ test-integration: setup
 bench: setup
 	$(BIN)/python bench/auth/bench_auth.py --write docs/benchmarks.md
 	$(BIN)/python bench/ingest/bench_ingest.py --write docs/benchmarks.md
+	$(BIN)/python bench/inference/bench_inference.py --write docs/benchmarks.md
 
 docs: setup
 	$(BIN)/python -m ehrflow_devstack asyncapi

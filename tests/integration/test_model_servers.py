@@ -144,3 +144,30 @@ async def test_openai_chat_unreachable_and_refused(llama: Part, models: Models) 
     spec = SUMMARY.model_copy(update={"endpoint": f"{llama.url}/v1"})
     with pytest.raises(InvalidModelOutput, match=r"refused the request \(400\)"):
         await models.client(spec).predict({"system": "", "user": "x", "schema": {"$ref": "#/nowhere"}})
+
+
+async def test_openai_chat_429_5xx_timeout_and_circuit(llama: Part, models: Models) -> None:
+    gate = await Gateway(llama.url).start()
+    assert llama.process is not None
+    try:
+        spec = SUMMARY.model_copy(update={"endpoint": f"{gate.url}/v1", "retries": 1, "timeout_s": 1.0})
+        ask = {"system": "", "user": "x", "schema": answer_schema(spec.output_schema, ["Condition/c1"])}
+        gate.refuse_next = [(429, {"Retry-After": "0"})]
+        assert (await models.client(spec).predict(ask))["statements"][0]["sources"] == ["Condition/c1"]
+        gate.refuse_next = [(503, {}), (502, {})]
+        with pytest.raises(ModelUnavailable, match=r"answered 502 \(2 attempts\)"):
+            await models.client(spec).predict(ask)
+        breaking = spec.model_copy(update={"name": "other", "breaker_failures": 2, "retries": 0})
+        llama.process.signal(signal.SIGSTOP)
+        try:
+            for _ in range(2):
+                with pytest.raises(ModelUnavailable, match="no answer"):
+                    await models.client(breaking).predict(ask)
+            reached = gate.received
+            with pytest.raises(ModelUnavailable, match="circuit open"):
+                await models.client(breaking).predict(ask)
+            assert gate.received == reached
+        finally:
+            llama.process.signal(signal.SIGCONT)
+    finally:
+        await gate.stop()

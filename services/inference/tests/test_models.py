@@ -13,6 +13,7 @@ import pytest
 
 from ehrflow_inference.contract import Model
 from ehrflow_inference.models import Breaker, Guarded, InvalidModelOutput, Models, ModelUnavailable, RetryableCall
+from ehrflow_runtime.errors import PermanentError
 
 
 def _spec(**changes: Any) -> Model:
@@ -127,3 +128,16 @@ async def test_one_client_per_endpoint() -> None:
     assert models.client(spec) is models.client(spec)
     assert models.client(spec) is not models.client(_spec(version="2"))
     assert await models.client(_spec(entry_point="json:loads")).predict('{"a": 1}') == {"a": 1}  # type: ignore[arg-type]
+
+
+async def test_inputs_outside_the_input_schema_are_refused_before_the_call() -> None:
+    calls: list[int] = []
+
+    async def model(inputs: dict[str, Any]) -> Any:
+        calls.append(1)
+        return {}
+
+    schema = {"type": "object", "required": ["age"], "properties": {"age": {"type": "number"}}}
+    with pytest.raises(PermanentError, match="breaks its input schema at /age"):
+        await Guarded(_spec(input_schema=schema), model).predict({"age": "old"})
+    assert calls == []

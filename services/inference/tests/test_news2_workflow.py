@@ -13,7 +13,7 @@ from ehrflow_devstack.scenario import Vitals, panel, vital_observations
 from ehrflow_inference.contract import Contract
 from ehrflow_inference.enabled import Enabled, contract_for
 from ehrflow_inference.models import Models
-from ehrflow_inference.pipeline import evaluate
+from ehrflow_inference.pipeline import WorkflowUnavailable, evaluate
 from ehrflow_inference.workflows.news2 import News2
 from ehrflow_inference.workflows.news2.vitals import readings
 from ehrflow_runtime.errors import UpstreamRejected, UpstreamUnavailable
@@ -133,8 +133,10 @@ async def test_refusals_are_outcomes_and_outages_are_raised(organization: Organi
     with pytest.raises(UpstreamRejected):
         await _handle(ehr, organization, event_about(trigger))
     ehr.fail_next = [503]
-    with pytest.raises(UpstreamUnavailable):
+    with pytest.raises(WorkflowUnavailable) as outage:
         await _handle(ehr, organization, event_about(trigger))
+    assert isinstance(outage.value.__cause__, UpstreamUnavailable) and outage.value.reason == "ehr-unavailable"
+    assert outage.value.workflow == "news2"
 
 
 def test_bp_panel_component_and_fahrenheit() -> None:

@@ -14,6 +14,7 @@ from ehrflow_inference.enabled import Enabled, contract_for
 from ehrflow_inference.models import Models
 from ehrflow_inference.pipeline import Result, evaluate
 from ehrflow_inference.workflows.news2 import News2
+from ehrflow_runtime.errors import ConfigurationError
 from ehrflow_runtime.organizations import Organization
 
 WHEN = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
@@ -142,3 +143,13 @@ async def test_debounce_waits_until_the_window_after_receipt(organization: Organ
     await _run(ehr, organization, event, window, now=lambda: WHEN + timedelta(seconds=45), sleep=sleep)  # due
     await _run(ehr, organization, event, {}, now=lambda: WHEN, sleep=sleep)  # no window
     assert waits == [18.0]
+
+
+async def test_the_contract_profile_is_claimed_and_another_output_type_refused(organization: Organization) -> None:
+    ehr = MockFhir()
+    profile = "https://example.org/StructureDefinition/news2-risk"
+    trigger = ehr.chart_vitals(HIGH, WHEN)
+    [result] = await _run(ehr, organization, event_about(trigger), {"output": {"profile": profile}})
+    assert isinstance(result.event, DraftProposed) and result.event.resource["meta"]["profile"] == [profile]
+    with pytest.raises(ConfigurationError, match="drafted a RiskAssessment; its contract says Observation"):
+        await _run(ehr, organization, event_about(trigger), {"output": {"resource_type": "Observation"}})

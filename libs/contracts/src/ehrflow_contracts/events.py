@@ -20,6 +20,7 @@ OutcomeReason = Literal[
     "not-found",
     "superseded",
     "model-unavailable",
+    "ehr-unavailable",
     "invalid-model-output",
     "budget-exceeded",
 ]

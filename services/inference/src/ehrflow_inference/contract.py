@@ -154,6 +154,9 @@ class Model(_Strict):
         default=30, gt=0, description="How long an open circuit fails calls at once before one trial call."
     )
     credentials_file: Path | None = Field(default=None, description="Bearer credential for the endpoint (a file).")
+    input_schema: dict[str, Any] | None = Field(
+        default=None, description="JSON Schema of what the workflow sends the model; checked before each call."
+    )
     output_schema: dict[str, Any] | None = Field(
         default=None, description="JSON Schema the model's answer must satisfy; an answer that does not is an outcome."
     )

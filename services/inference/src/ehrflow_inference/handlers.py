@@ -23,7 +23,7 @@ from ehrflow_contracts import DeadLettered, DraftProposed, InferenceOutcome, Not
 from ehrflow_inference.enabled import Enabled
 from ehrflow_inference.evaluation import FhirReader
 from ehrflow_inference.models import Models
-from ehrflow_inference.pipeline import evaluate
+from ehrflow_inference.pipeline import WorkflowUnavailable, evaluate, gave_up
 from ehrflow_inference.retries import HEADER_ATTEMPT, HEADER_DUE, Parking, Retrying, RetryPolicy, key_of
 from ehrflow_runtime.consumers import where
 from ehrflow_runtime.errors import RetryableError
@@ -33,6 +33,11 @@ log = logging.getLogger("ehrflow.inference")
 GROUP_ID = "ehrflow-inference"
 RETRY_GROUP_ID = "ehrflow-inference-retry"
 BEHIND = "behind an earlier event of this patient"
+
+
+def _why(exc: BaseException) -> str:
+    """Why an attempt failed, without data: the workflow and the error's type and line."""
+    return str(exc) if isinstance(exc, WorkflowUnavailable) else where(exc)
 
 
 @dataclass
@@ -46,7 +51,11 @@ class Deps:
     """Where keys wait while one of their events is retried; None: retryable errors are redelivered in place."""
 
 
-def declare(broker: KafkaBroker, deps: Callable[[], Deps], policy: RetryPolicy | None = None) -> None:
+def declare(
+    broker: KafkaBroker, deps: Callable[[], Deps], policy: RetryPolicy | None = None, *, workers: int = 1
+) -> None:
+    """``workers`` consumers in the group take notification partitions each, so that many events are evaluated
+    at once (one partition, one patient, still one at a time, in order)."""
     policy = policy or RetryPolicy()
     drafts = broker.publisher(topics.DRAFT_PROPOSED, schema=DraftProposed, description="Drafts awaiting review.")
     shadows = broker.publisher(
@@ -74,6 +83,7 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps], policy: RetryPolicy |
         group_id=GROUP_ID,
         auto_offset_reset="earliest",
         ack_policy=AckPolicy.NACK_ON_ERROR,
+        max_workers=workers,
         description="Notification events from ingest.",
     )
     async def on_notification(event: NotificationReceived) -> None:
@@ -90,8 +100,8 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps], policy: RetryPolicy |
         try:
             await run(event, d)
         except RetryableError as exc:
-            log.warning("evaluation failed for now", extra={"org": event.organization_id, "error": where(exc)})
-            await retrying.later(event, tier=1, attempt=1, why=where(exc))
+            log.warning("evaluation failed for now", extra={"org": event.organization_id, "error": _why(exc)})
+            await retrying.later(event, tier=1, attempt=1, why=_why(exc))
 
     def retry_tier(tier: int, topic: str) -> None:
         @broker.subscriber(
@@ -121,10 +131,12 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps], policy: RetryPolicy |
                 await run(event, d)
             except RetryableError as exc:
                 if tier < len(tiers):
-                    await retrying.later(event, tier=tier + 1, attempt=attempt + 1, why=where(exc))
+                    await retrying.later(event, tier=tier + 1, attempt=attempt + 1, why=_why(exc))
                 else:
                     log.error("event dead-lettered after its retries", extra={"org": event.organization_id})
-                    await retrying.give_up(event, attempts=attempt + 1, why=where(exc), source=topic)
+                    await retrying.give_up(event, attempts=attempt + 1, why=_why(exc), source=topic)
+                    if isinstance(exc, WorkflowUnavailable):
+                        await outcomes.publish(gave_up(event, exc, attempt + 1), key=key.encode())
                 return
             await d.parking.leave(key, event.event_id)
 

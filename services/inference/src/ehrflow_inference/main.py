@@ -60,7 +60,7 @@ def create_app(settings: InferenceSettings, broker: KafkaBroker | None = None) -
         return Deps(enabled=enabled, fhir_for=lambda org, feature: fhir[(org, feature)], models=models, parking=parking)
 
     live = Live(settings.organizations_file, configured)
-    declare(broker, lambda: live.current, settings.retry)
+    declare(broker, lambda: live.current, settings.retry, workers=settings.workers)
 
     async def check_contracts() -> None:
         """Compare each enabled contract with its EHR before taking traffic (``EHRFLOW_CONTRACT_CHECK``)."""

@@ -27,11 +27,13 @@ from typing import Literal
 from prometheus_client import Counter
 
 from ehrflow_contracts import DraftProposed, InferenceOutcome, ModelRef, NotificationReceived
+from ehrflow_contracts.events import OutcomeReason
 from ehrflow_inference.enabled import Enabled
 from ehrflow_inference.evaluation import Drafted, FhirReader, Outcome, OutcomeError
 from ehrflow_inference.inputs import refused
-from ehrflow_inference.models import InvalidModelOutput, Models
-from ehrflow_runtime.errors import UpstreamRejected
+from ehrflow_inference.models import InvalidModelOutput, Models, ModelUnavailable
+from ehrflow_runtime.consumers import where
+from ehrflow_runtime.errors import ConfigurationError, RetryableError, UpstreamRejected
 
 log = logging.getLogger("ehrflow.inference")
 
@@ -41,6 +43,29 @@ OUTCOMES = Counter(
 )
 
 Kind = Literal["draft", "shadow", "outcome"]
+
+
+class WorkflowUnavailable(RetryableError):
+    """A workflow's model or EHR failed for now: the event is tried again later (``retries``); after the last
+    attempt its outcome is ``reason``."""
+
+    def __init__(self, workflow: str, cause: RetryableError) -> None:
+        super().__init__(f"{workflow}: {where(cause)}")
+        self.workflow = workflow
+        self.reason: OutcomeReason = "model-unavailable" if isinstance(cause, ModelUnavailable) else "ehr-unavailable"
+
+
+def gave_up(event: NotificationReceived, exc: WorkflowUnavailable, attempts: int) -> InferenceOutcome:
+    """The outcome of an event dead-lettered after its last retry."""
+    OUTCOMES.labels(exc.workflow, exc.reason).inc()
+    return InferenceOutcome(
+        organization_id=event.organization_id,
+        correlation_id=event.correlation_id,
+        workflow=exc.workflow,
+        outcome=exc.reason,
+        patient=event.patient,
+        detail=f"{where(exc.__cause__ or exc)} after {attempts} attempts; the event is on the dead-letter topic",
+    )
 
 
 @dataclass(frozen=True)
@@ -102,6 +127,8 @@ async def _run(
         if exc.status in (403, 404, 410):
             return refused(exc, exc.resource_type, event.patient)
         raise
+    except RetryableError as exc:
+        raise WorkflowUnavailable(entry.workflow.name, exc) from exc
 
 
 def _shaped(event: NotificationReceived, entry: Enabled, result: Drafted | Outcome, now: datetime) -> Result:
@@ -121,6 +148,14 @@ def _shaped(event: NotificationReceived, entry: Enabled, result: Drafted | Outco
                 detail=result.detail,
             ),
         )
+    if result.resource.get("resourceType") != contract.output.resource_type:
+        raise ConfigurationError(
+            f"workflow {name} drafted a {result.resource.get('resourceType')}; its contract says "
+            f"{contract.output.resource_type}"
+        )
+    resource = result.resource
+    if contract.output.profile:
+        resource = {**resource, "meta": {**resource.get("meta", {}), "profile": [contract.output.profile]}}
     review = contract.review
     auto = review.mode == "auto-approve" and review.when is not None and review.when.holds(result.summary)
     path = "shadow" if review.mode == "shadow" else "auto-approved" if auto else "review"
@@ -135,7 +170,7 @@ def _shaped(event: NotificationReceived, entry: Enabled, result: Drafted | Outco
         workflow=name,
         model=ModelRef(name=contract.model.name, version=contract.model.version),
         patient=result.patient,
-        resource=result.resource,
+        resource=resource,
         basis=result.basis,
         summary=result.summary,
         auto_approve=auto,

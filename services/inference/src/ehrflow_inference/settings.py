@@ -12,6 +12,13 @@ class InferenceSettings(CommonSettings):
     port: int = 8003
     auth: AuthClientSettings
     retry: RetryPolicy = RetryPolicy()
+    workers: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Notification partitions this replica evaluates at once (a consumer each, one group). A model "
+        "answering in 50 ms caps one consumer at 20 events/s; more than the topic's partitions is idle.",
+    )
     contract_check: Literal["enforce", "warn", "off"] = Field(
         default="enforce",
         description="At start-up, compare each enabled contract with its EHR's CapabilityStatement and scopes: "

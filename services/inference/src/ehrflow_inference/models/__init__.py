@@ -29,6 +29,7 @@ from ehrflow_inference.contract import Model
 from ehrflow_inference.models.errors import InvalidModelOutput, ModelUnavailable, RetryableCall
 from ehrflow_inference.models.kserve import kserve_v2
 from ehrflow_inference.models.openai_chat import client_for, openai_chat
+from ehrflow_runtime.errors import PermanentError
 
 __all__ = ["Breaker", "Guarded", "InvalidModelOutput", "ModelClient", "ModelUnavailable", "Models", "RetryableCall"]
 
@@ -89,8 +90,13 @@ class Guarded:
         self.breaker = breaker or Breaker(spec.breaker_failures, spec.breaker_open_s)
         self._backoff_s = backoff_s
         self._schema = jsonschema_rs.validator_for(spec.output_schema) if spec.output_schema else None
+        self._inputs = jsonschema_rs.validator_for(spec.input_schema) if spec.input_schema else None
 
     async def predict(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        if self._inputs is not None:
+            wrong = [f"/{'/'.join(map(str, e.instance_path))}" for e in self._inputs.iter_errors(inputs)]
+            if wrong:  # the workflow and its contract disagree: the same input fails the same way
+                raise PermanentError(f"the input to model {self.spec.name} breaks its input schema at {wrong[0]}")
         answer = await self._call(inputs)
         if not isinstance(answer, dict):
             raise InvalidModelOutput(f"model {self.spec.name} answered {type(answer).__name__}, not an object")
