@@ -7,8 +7,9 @@ Starts its own broker (Tansu), Redis and a fast stand-in EHR, token API and mode
 (``ehrflow_devstack.fast_ehr``: the sandbox EHR answers ~50 requests/s and would be what is measured).
 
 1. Backlog throughput. N notification events (full-resource NEWS2 triggers, each for a new patient) are
-   published first, then one inference replica starts and drains them; the rate is (N - 1) / (time between
-   the first and the last draft's Kafka timestamps). Baseline, same run: a bare FastStream consumer that
+   published to a replica that has settled (it drained a warm-up batch first, so its consumers have joined
+   their group: a joining consumer stops the whole group for a rebalance), and it drains them; the rate is
+   (N - 1) / (time between the first and the last draft's Kafka timestamps). Baseline, same run: a bare FastStream consumer that
    republishes each record of the same backlog to another topic (the bus's own consume-and-publish rate).
 2. The same with the readmission workflow, whose KServe v2 model answers after 50 ms, at 1, 4 and 6
    workers (consumers of the partitions, ``EHRFLOW_WORKERS``). Baseline: workers / 50 ms, the rate the
@@ -200,20 +201,42 @@ class Bench:
         env = self.env(service, registry, EHRFLOW_PORT=url.rsplit(":", 1)[1], **extra)
         return launch_service(service, url, self.state / "logs" / f"{service}.log", env), url
 
+    async def settle(self, like: NotificationReceived, workers: int) -> None:
+        """Drain a warm-up batch first, so every consumer of the replica has joined its group and holds its
+        partitions (each joining consumer makes the group rebalance, which stops every consumer) before the
+        measured backlog is published."""
+        await publish(self.broker.url, topics.NOTIFICATION_RECEIVED, warm_up_events(like, WARM_UP))
+        await wait_for(self.broker.url, topics.DRAFT_PROPOSED, "Patient/warm-", WARM_UP)
+        await asyncio.sleep(2)
+
     async def drain(self, registry: Path, events: list[NotificationReceived], prefix: str, workers: int) -> float:
         """One replica draining a backlog, on a broker of its own: a consumer group whose last members have just
         left makes the next joiner wait out their rebalance timeout on some brokers (Tansu among them)."""
         shared, self.broker = self.broker, start_tansu(self.state / prefix)
         try:
-            await publish(self.broker.url, topics.NOTIFICATION_RECEIVED, events)
             process, _ = self.service("inference", registry, EHRFLOW_WORKERS=str(workers))
             try:
+                await self.settle(events[0], workers)
+                await publish(self.broker.url, topics.NOTIFICATION_RECEIVED, events)
                 return rate(await wait_for(self.broker.url, topics.DRAFT_PROPOSED, f"Patient/{prefix}", len(events)))
             finally:
                 process.stop()
         finally:
             self.broker.stop()
             self.broker = shared
+
+
+WARM_UP = 60
+
+
+def warm_up_events(like: NotificationReceived, n: int) -> list[NotificationReceived]:
+    """``n`` events like ``like`` for patients ``warm-…``, spread over every partition."""
+    out = []
+    for i in range(n):
+        patient = f"Patient/warm-{i}"
+        resource = {**(like.resource or {}), "id": f"warm-{i}", "subject": {"reference": patient}}
+        out.append(event_about(resource, patient=patient))
+    return out
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -226,6 +249,7 @@ async def latency(bench: Bench, seconds: float, per_s: float) -> dict[str, float
     ingest, ingest_url = bench.service("ingest", registry, EHRFLOW_BACKGROUND="false")
     inference, _ = bench.service("inference", registry, EHRFLOW_WORKERS="4")
     try:
+        await bench.settle(news2_events("settle-", 1)[0], 4)
         body = samples.r4_backport(
             events=[(COUNTER, samples.observation(f"lat-{COUNTER}", patient=f"Patient/lat-{COUNTER}"))],
             subscription="bench",

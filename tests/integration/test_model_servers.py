@@ -134,6 +134,12 @@ async def test_openai_chat_structured_output_from_llama_cpp(llama: Part, models:
     )
     [statement] = answer["statements"]  # the tiny model closes everything as soon as the grammar allows
     assert statement["text"] and set(statement["sources"]) <= set(references)
+    # The contract wants a field the request's schema did not ask for: the real answer lacks it.
+    stricter = spec.model_copy(update={"output_schema": {"type": "object", "required": ["statements", "stage"]}})
+    with pytest.raises(InvalidModelOutput, match="breaks its output schema"):
+        await models.client(stricter).predict(
+            {"system": "", "user": "x", "schema": answer_schema(spec.output_schema, references)}
+        )
 
 
 async def test_openai_chat_unreachable_and_refused(llama: Part, models: Models) -> None:

@@ -39,6 +39,17 @@ def validate(resource: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def checked(resource: dict[str, Any]) -> dict[str, Any]:
+    """``resource`` itself once the pinned FHIR models accept it (``ValueError`` naming the fields otherwise).
+    For resources ehrflow builds and sends on: ``validate``'s JSON round trip, which normalizes what a
+    sender wrote, is most of its cost (a NEWS2 RiskAssessment: 1.1 ms validated and dumped, 0.26 ms
+    validated) and changes nothing in a resource built to the models' rules; writeback validates again
+    before writing."""
+    if problem := invalid_fields(resource, str(resource.get("resourceType"))):
+        raise ValueError(f"ehrflow built {problem}")
+    return resource
+
+
 def invalid_fields(resource: Any, resource_type: str) -> str | None:
     """Why ``resource`` is not a valid ``resource_type`` by the pinned FHIR models, naming the fields and
     never their values (a value may be PHI); None when it is valid. Costly like ``validate``."""

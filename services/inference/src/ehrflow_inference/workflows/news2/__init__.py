@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ehrflow_contracts import NotificationReceived
-from ehrflow_contracts.fhir import AI_ASSISTED, invalid_fields, validate
+from ehrflow_contracts.fhir import AI_ASSISTED, checked, invalid_fields
 from ehrflow_inference.contract import Contract, parse_code
 from ehrflow_inference.evaluation import Drafted, FhirReader, Outcome
 from ehrflow_inference.inputs import gather
@@ -168,4 +168,4 @@ def _risk_assessment(
         ],
         "note": [{"text": f"Drafted by {model.spec.name} {model.spec.version}; requires clinician review."}],
     }
-    return validate(resource)
+    return checked(resource)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ehrflow_contracts import NotificationReceived
-from ehrflow_contracts.fhir import AI_ASSISTED, invalid_fields, validate
+from ehrflow_contracts.fhir import AI_ASSISTED, checked, invalid_fields
 from ehrflow_inference.contract import Contract, parse_code
 from ehrflow_inference.evaluation import Drafted, FhirReader, Outcome
 from ehrflow_inference.fhir_values import instant, versioned
@@ -114,7 +114,7 @@ def _risk_assessment(
     patient: str, when: str, probability: float, band: str, basis: list[str], features: list[float], model: ModelClient
 ) -> dict[str, Any]:
     figures = ", ".join(f"{name} {value:g}" for name, value in zip(FEATURES, features, strict=True))
-    return validate(
+    return checked(
         {
             "resourceType": "RiskAssessment",
             "meta": {"security": [AI_ASSISTED]},

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ehrflow_contracts import NotificationReceived
-from ehrflow_contracts.fhir import AI_ASSISTED, invalid_fields, validate
+from ehrflow_contracts.fhir import AI_ASSISTED, checked, invalid_fields
 from ehrflow_inference.contract import Contract
 from ehrflow_inference.evaluation import Drafted, FhirReader, Outcome
 from ehrflow_inference.fhir_values import instant, versioned
@@ -167,7 +167,7 @@ class TumorBoard(Workflow[TumorBoardContract]):
 
 
 def _document(patient: str, when: datetime, markdown: str, cited: list[str], model: ModelClient) -> dict[str, Any]:
-    return validate(
+    return checked(
         {
             "resourceType": "DocumentReference",
             "meta": {"security": [AI_ASSISTED]},
