@@ -85,6 +85,7 @@ def test_a_disabled_workflow_is_not_run(tmp_path: Path) -> None:
             "mapping.codes.0.source",
             "pattern",
         ),
+        ({"mapping": {"units": {"F": "degF"}}}, "mapping.units", "'degF' (for 'F') is not a UCUM unit"),
         ({"model": {"kind": "tensorflow"}}, "model.kind", "'builtin', 'kserve-v2' or 'openai-chat'"),
         ({"model": {"entry_point": None}}, "model.entry_point", "names its Python callable"),
         ({"model": {"kind": "kserve-v2"}}, "model.endpoint", "needs the http(s) URL"),

@@ -153,3 +153,15 @@ async def test_the_contract_profile_is_claimed_and_another_output_type_refused(o
     assert isinstance(result.event, DraftProposed) and result.event.resource["meta"]["profile"] == [profile]
     with pytest.raises(ConfigurationError, match="drafted a RiskAssessment; its contract says Observation"):
         await _run(ehr, organization, event_about(trigger), {"output": {"resource_type": "Observation"}})
+
+
+async def test_local_unit_strings_are_mapped_to_ucum_and_converted(organization: Organization) -> None:
+    ehr = MockFhir()
+    trigger = ehr.chart_vitals(HIGH, WHEN)
+    for resource in ehr.resources:  # this EHR writes temperatures in Fahrenheit, with a unit string of its own
+        if any(c["code"] == "8310-5" for c in resource.get("code", {}).get("coding", [])):
+            resource["valueQuantity"] = {"value": 101.5, "unit": "F"}
+    unmapped = _one(await _run(ehr, organization, event_about(trigger), {})).event
+    assert isinstance(unmapped, InferenceOutcome) and unmapped.missing == ("temperature",)
+    mapped = _one(await _run(ehr, organization, event_about(trigger), {"mapping": {"units": {"F": "[degF]"}}})).event
+    assert isinstance(mapped, DraftProposed) and mapped.summary["scores"]["temperature"] == 1  # 38.6 °C

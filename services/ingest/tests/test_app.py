@@ -306,6 +306,10 @@ async def test_a_declared_subscription_has_its_own_route_for_every_shape(client:
         "r4-classic",
         "r4-backport",
     ]
+    # Workflows may trigger on the route an event came in on; the shared route names none.
+    assert {e["declared_subscription"] for e in client.published[topics.NOTIFICATION_RECEIVED]} == {"vitals"}
+    assert (await client.post("org1", samples.r4_backport(subscription="sub-2"))).status_code == 200
+    assert client.published[topics.NOTIFICATION_RECEIVED][-1]["declared_subscription"] is None
 
 
 async def test_an_undeclared_subscription_route_is_404_and_publishes_nothing(client: Client) -> None:

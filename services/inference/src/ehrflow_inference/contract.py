@@ -127,9 +127,24 @@ class CodeMapping(_Strict):
 
 
 class Mapping(_Strict):
-    """Per-organization semantics: local codes translated before the workflow reads a resource."""
+    """Per-organization semantics: local codes translated before the workflow reads a resource, and the EHR's
+    unit strings that are not UCUM mapped to UCUM codes (values are then converted with a UCUM library)."""
 
     codes: tuple[CodeMapping, ...] = ()
+    units: dict[str, str] = Field(
+        default_factory=dict,
+        description="The EHR's unit string → its UCUM code, e.g. `{degF: '[degF]', mmHg: 'mm[Hg]'}`.",
+    )
+
+    @field_validator("units")
+    @classmethod
+    def _ucum(cls, value: dict[str, str]) -> dict[str, str]:
+        from ehrflow_inference.units import is_ucum  # the UCUM registry loads only where units are mapped
+
+        for local, code in value.items():
+            if not is_ucum(code):
+                raise ValueError(f"'{code}' (for '{local}') is not a UCUM unit")
+        return value
 
 
 class Model(_Strict):

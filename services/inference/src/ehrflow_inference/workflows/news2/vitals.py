@@ -8,12 +8,13 @@ Codes (LOINC unless noted; an organization's EHR must record vitals with these c
 | SpO2             | 59408-5, 2708-6                                               | valueQuantity %                    |
 | systolic BP      | 8480-6 (alone, or a component of 85354-9 / 55284-4)           | valueQuantity mm[Hg]               |
 | pulse            | 8867-4                                                        | valueQuantity /min                 |
-| temperature      | 8310-5                                                        | valueQuantity Cel (or [degF])      |
+| temperature      | 8310-5                                                        | valueQuantity Cel                  |
 | consciousness    | 67775-7 (level of responsiveness)                             | valueCodeableConcept, ACVPU code   |
 | air or oxygen    | 3151-8 (inhaled O2 flow rate: > 0 = oxygen), or               | valueQuantity L/min                |
 |                  | ehrflow `supplemental-oxygen`                                 | valueBoolean                       |
 
-ACVPU codes: system ``https://ehrflow.dev/fhir/CodeSystem/acvpu`` with codes ``A C V P U``. An organization whose
+Quantities in another UCUM unit are converted (``[degF]``, ``kPa``; ``ehrflow_inference.units``). ACVPU codes:
+system ``https://ehrflow.dev/fhir/CodeSystem/acvpu`` with codes ``A C V P U``. An organization whose
 EHR records vitals under local codes maps them to these in its contract (``mapping.codes``).
 """
 
@@ -25,6 +26,7 @@ from typing import Any
 
 from ehrflow_inference.contract import Contract
 from ehrflow_inference.fhir_values import instant, versioned
+from ehrflow_inference.units import normalize
 from ehrflow_inference.workflows.base import codes_of
 from ehrflow_inference.workflows.news2.score import Consciousness
 
@@ -42,6 +44,15 @@ CODES: dict[str, set[tuple[str, str]]] = {
     "air_or_oxygen": {(LOINC, "3151-8"), (SYSTEM_NEWS2, "supplemental-oxygen")},
 }
 BP_PANELS = {(LOINC, "85354-9"), (LOINC, "55284-4")}
+UNITS = {
+    "respiration_rate": "/min",
+    "spo2": "%",
+    "systolic_bp": "mm[Hg]",
+    "pulse": "/min",
+    "temperature": "Cel",
+    "air_or_oxygen": "L/min",
+}
+"""The UCUM unit NEWS2 scores each parameter in; readings in other UCUM units are converted."""
 
 
 @dataclass(frozen=True)
@@ -57,11 +68,17 @@ def effective_time(obs: dict[str, Any]) -> datetime | None:
     return instant(obs.get("effectiveDateTime") or (obs.get("effectivePeriod") or {}).get("end") or obs.get("issued"))
 
 
-def _quantity(node: dict[str, Any]) -> tuple[float, str] | None:
+def _quantity(node: dict[str, Any], parameter: str, contract: Contract) -> float | None:
+    """A ``valueQuantity`` in the parameter's UCUM unit (``UNITS``): its ``code`` (else ``unit``), mapped by
+    the contract's ``mapping.units`` where the EHR writes a non-UCUM string, converted with ``units``. None
+    when there is no number, or a unit that cannot be converted (such a reading does not count)."""
     q = node.get("valueQuantity")
-    if not isinstance(q, dict) or not isinstance(q.get("value"), int | float):
+    if not isinstance(q, dict) or not isinstance(q.get("value"), int | float) or isinstance(q.get("value"), bool):
         return None
-    return float(q["value"]), str(q.get("code") or q.get("unit") or "")
+    unit = str(q.get("code") or q.get("unit") or "")
+    if not unit:
+        return float(q["value"])  # no unit written: the parameter's own, as EHRs chart it
+    return normalize(float(q["value"]), contract.mapping.units.get(unit, unit), UNITS[parameter])
 
 
 def _consciousness(obs: dict[str, Any], contract: Contract) -> Consciousness | None:
@@ -84,10 +101,9 @@ def readings(obs: dict[str, Any], contract: Contract) -> list[Reading]:
     found: list[Reading] = []
     if codes & BP_PANELS:
         for component in obs.get("component") or []:
-            if codes_of(component.get("code"), contract) & CODES["systolic_bp"]:
-                q = _quantity(component)
-                if q:
-                    found.append(Reading("systolic_bp", q[0], when, basis))
+            systolic = codes_of(component.get("code"), contract) & CODES["systolic_bp"]
+            if systolic and (value := _quantity(component, "systolic_bp", contract)) is not None:
+                found.append(Reading("systolic_bp", value, when, basis))
     for parameter, known in CODES.items():
         if not codes & known:
             continue
@@ -98,12 +114,9 @@ def readings(obs: dict[str, Any], contract: Contract) -> list[Reading]:
         elif parameter == "air_or_oxygen":
             if isinstance(obs.get("valueBoolean"), bool):
                 found.append(Reading(parameter, obs["valueBoolean"], when, basis))
-            elif (q := _quantity(obs)) is not None:
-                found.append(Reading(parameter, q[0] > 0, when, basis))
-        elif (q := _quantity(obs)) is not None:
-            value, unit = q
-            if parameter == "temperature" and unit in ("[degF]", "°F", "degF"):
-                value = (value - 32) * 5 / 9
+            elif (flow := _quantity(obs, parameter, contract)) is not None:
+                found.append(Reading(parameter, flow > 0, when, basis))
+        elif (value := _quantity(obs, parameter, contract)) is not None:
             found.append(Reading(parameter, value, when, basis))
     return found
 
