@@ -32,6 +32,9 @@ log = logging.getLogger("ehrflow.inference")
 
 GROUP_ID = "ehrflow-inference"
 RETRY_GROUP_ID = "ehrflow-inference-retry"
+"""Each tier is a group of its own (``-1``, ``-2``, ``-3``), so a replica joining or leaving rebalances one
+consumer per group, not every tier's at once."""
+
 BEHIND = "behind an earlier event of this patient"
 
 
@@ -106,7 +109,7 @@ def declare(
     def retry_tier(tier: int, topic: str) -> None:
         @broker.subscriber(
             topic,
-            group_id=RETRY_GROUP_ID,
+            group_id=f"{RETRY_GROUP_ID}-{tier}",
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             description=f"Events to try again (tier {tier}).",
