@@ -11,6 +11,8 @@ PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 # The local model servers (MLServer, llama.cpp's server) in a virtualenv of their own: devstack/model_servers.
 MODELS_VENV  := .venv-models
 MODELS_STAMP := $(MODELS_VENV)/.installed
+# The review screen's browser tests: Debian's Chromium and axe-core (ehrflow_devstack.browser).
+BROWSER_STAMP := $(VENV)/.browser
 
 .PHONY: help setup demo test test-unit test-integration stack docs asyncapi lint bench clean
 
@@ -44,7 +46,11 @@ $(MODELS_STAMP): requirements-models.lock requirements-llama-server.lock devstac
 	devstack/model_servers/build-llama-server $(MODELS_VENV)/bin/python $(MODELS_VENV)/bin
 	touch $@
 
-setup: $(STAMP) $(MODELS_STAMP)
+$(BROWSER_STAMP): $(STAMP) devstack/src/ehrflow_devstack/browser.py
+	$(BIN)/python -m ehrflow_devstack.browser
+	touch $@
+
+setup: $(STAMP) $(MODELS_STAMP) $(BROWSER_STAMP)
 
 demo: setup
 	$(BIN)/python -m ehrflow_devstack demo

@@ -20,10 +20,9 @@ from typing import Any
 
 import pytest
 import yaml
-from aiokafka import AIOKafkaProducer
 
 from ehrflow_contracts import NotificationReceived, topics
-from ehrflow_devstack.kafka_read import read_records
+from ehrflow_devstack.kafka_read import publish_events, read_records
 from ehrflow_devstack.mock_fhir import event_about
 from ehrflow_devstack.model_gateway import Gateway
 from ehrflow_devstack.model_servers import start_mlserver
@@ -79,14 +78,7 @@ def _stay(ehr: Ehr, n: int, birth: str = "1950-01-01") -> PatientCase:
 
 
 async def _publish(broker: Part, events: list[NotificationReceived]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=broker.url, acks="all")
-    await producer.start()
-    try:
-        for event in events:
-            key = f"{event.organization_id}|{event.patient}".encode()
-            await producer.send_and_wait(topics.NOTIFICATION_RECEIVED, event.model_dump_json().encode(), key=key)
-    finally:
-        await producer.stop()
+    await publish_events(broker.url, topics.NOTIFICATION_RECEIVED, events)
 
 
 async def _until(

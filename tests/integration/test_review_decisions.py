@@ -23,8 +23,9 @@ from faststream.kafka import TestKafkaBroker
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
-from ehrflow_contracts import DraftProposed, ModelRef, topics
+from ehrflow_contracts import DraftProposed, topics
 from ehrflow_devstack.config import GeneratedConfig, generate, write_registry
+from ehrflow_devstack.drafts import news2_draft
 from ehrflow_devstack.mock_fhir import MockFhir
 from ehrflow_devstack.stack import Stack
 from ehrflow_runtime.broker import make_broker
@@ -81,17 +82,7 @@ async def writeback(stack: Stack, tmp_path: Path) -> AsyncIterator[Writeback]:
 
 
 def _draft(**fields: Any) -> DraftProposed:
-    return DraftProposed(
-        organization_id="org1",
-        correlation_id="c",
-        draft_id=uuid.uuid4().hex,
-        workflow="news2",
-        model=ModelRef(name="ehrflow-news2", version="1.0.0"),
-        patient="Patient/p1",
-        resource={"resourceType": "RiskAssessment", "status": "preliminary", "subject": {"reference": "Patient/p1"}},
-        basis=("Observation/o1/_history/1",),
-        **fields,
-    )
+    return news2_draft(**fields)
 
 
 def _written(ehr: MockFhir) -> list[str]:

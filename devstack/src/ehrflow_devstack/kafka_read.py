@@ -1,14 +1,17 @@
-"""Reading a topic from the beginning, for the demo's report and for tests (no consumer group)."""
+"""Reading a topic from the beginning, for the demo's report and for tests (no consumer group); publishing
+events as a service would, for tests."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from ehrflow_contracts import Envelope
 
 Record = dict[str, Any]
 
@@ -62,3 +65,15 @@ def wait_for_records(
         if time.monotonic() > deadline:
             raise TimeoutError(f"{topic}: condition not met after {timeout:.0f}s ({len(records)} records)")
         time.sleep(1.0)
+
+
+async def publish_events(bootstrap: str, topic: str, events: Sequence[Envelope]) -> None:
+    """Publish events as ehrflow's services do: JSON, keyed ``organization|patient``, acknowledged by all."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for event in events:
+            key = f"{event.organization_id}|{getattr(event, 'patient', None)}".encode()
+            await producer.send_and_wait(topic, event.model_dump_json().encode(), key=key)
+    finally:
+        await producer.stop()

@@ -61,3 +61,48 @@ async def test_writes_are_conditional_on_the_draft_tag(organization: Organizatio
     assert [p.url.path for p in posts] == ["/fhir/RiskAssessment", "/fhir/Provenance"]
     assert all(p.headers["if-none-exist"] == f"_tag={SYSTEM_DRAFT}|{DRAFT.draft_id}" for p in posts)
     assert json.loads(posts[1].content)["target"] == [{"reference": written.resource}]
+
+
+SUMMARY_DRAFT = DRAFT.model_copy(
+    update={
+        "workflow": "tumor-board",
+        "resource": {
+            "resourceType": "DocumentReference",
+            "status": "current",
+            "docStatus": "preliminary",
+            "subject": {"reference": "Patient/p1"},
+            "content": [{"attachment": {"contentType": "text/markdown", "data": "LSBkcmFmdGVk"}}],  # "- drafted"
+        },
+    }
+)
+
+
+def test_an_edit_replaces_the_drafted_text_and_the_provenance_says_the_reviewer_revised_it() -> None:
+    from base64 import b64decode
+
+    from ehrflow_writeback.writer import editable_text
+
+    assert editable_text(SUMMARY_DRAFT.resource) == "- drafted"
+    doc = final_resource(SUMMARY_DRAFT, "- revised by the clinician")
+    assert b64decode(doc["content"][0]["attachment"]["data"]).decode() == "- revised by the clinician"
+    assert doc["docStatus"] == "final"
+    prov = provenance(SUMMARY_DRAFT, "DocumentReference/x", "Practitioner/dr-1", DECIDED, edited=True)
+    agents = {(a["type"]["coding"][0]["code"], a["who"].get("reference")) for a in prov["agent"]}
+    assert {("verifier", "Practitioner/dr-1"), ("author", "Practitioner/dr-1")} <= agents
+    revised = [e for e in prov["entity"] if e["role"] == "revision"]
+    assert revised and revised[0]["what"]["identifier"]["value"] == SUMMARY_DRAFT.draft_id
+    unedited = provenance(SUMMARY_DRAFT, "DocumentReference/x", "Practitioner/dr-1", DECIDED)
+    assert all(e["role"] == "source" for e in unedited["entity"])
+    assert ("author", "Practitioner/dr-1") not in {
+        (a["type"]["coding"][0]["code"], a["who"].get("reference")) for a in unedited["agent"]
+    }
+
+
+def test_a_score_has_no_text_to_edit() -> None:
+    import pytest
+
+    from ehrflow_writeback.writer import NotEditable, editable_text
+
+    assert editable_text(DRAFT.resource) is None
+    with pytest.raises(NotEditable):
+        final_resource(DRAFT, "a number rewritten")

@@ -8,9 +8,11 @@ from ehrflow_contracts import topics
 from ehrflow_contracts.envelope import Envelope
 from ehrflow_contracts.events import (
     AuditRecorded,
+    CardFeedback,
     ContentLevel,
     DeadLettered,
     DraftProposed,
+    Evidence,
     Flavour,
     InferenceOutcome,
     ModelRef,
@@ -24,10 +26,12 @@ from ehrflow_contracts.events import (
 
 __all__ = [
     "AuditRecorded",
+    "CardFeedback",
     "ContentLevel",
     "DeadLettered",
     "DraftProposed",
     "Envelope",
+    "Evidence",
     "Flavour",
     "InferenceOutcome",
     "ModelRef",

@@ -100,6 +100,39 @@ class ModelRef(BaseModel):
     version: str
 
 
+class Evidence(BaseModel):
+    """One input a draft used, as a reviewer reads it: what it is, its value with unit, and when."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    reference: str = Field(description="Versioned reference of the input (one of the draft's `basis`).")
+    label: str = Field(description="What it is: the code's text or display, e.g. `Respiratory rate`.")
+    value: str | None = Field(default=None, description="Its value as charted, e.g. `22`, `Alert`, `active`.")
+    unit: str | None = Field(default=None, description="The value's unit, e.g. `/min`, `%`, `Cel`.")
+    when: datetime | None = Field(default=None, description="When it was measured, recorded or started.")
+
+
+OverrideReason = Literal[
+    "not-clinically-relevant",
+    "data-incorrect",
+    "already-addressed",
+    "disagree-with-result",
+    "patient-preference",
+    "other",
+]
+OVERRIDE_REASONS: dict[OverrideReason, str] = {
+    "not-clinically-relevant": "Not clinically relevant for this patient",
+    "data-incorrect": "The input data are wrong or incomplete",
+    "already-addressed": "Already addressed",
+    "disagree-with-result": "I disagree with the result",
+    "patient-preference": "Patient preference",
+    "other": "Other (see comment)",
+}
+"""Why a clinician overrides (rejects) a draft: the codes the review screen and CDS Hooks feedback offer,
+in the code system ``https://ehrflow.dev/fhir/CodeSystem/override-reason``."""
+OVERRIDE_REASON_SYSTEM = "https://ehrflow.dev/fhir/CodeSystem/override-reason"
+
+
 class DraftProposed(Envelope):
     """An AI-generated FHIR resource awaiting human review."""
 
@@ -119,6 +152,9 @@ class DraftProposed(Envelope):
         "absent: the workflow's name.",
     )
     expires_at: datetime | None = Field(default=None, description="Not decided by then, the draft expires.")
+    evidence: tuple[Evidence, ...] = Field(
+        default=(), description="The inputs as the reviewer sees them: label, value, unit and time of each."
+    )
 
 
 class InferenceOutcome(Envelope):
@@ -141,7 +177,27 @@ class ReviewDecided(Envelope):
     decision: Literal["approved", "rejected"]
     reviewer: str = Field(description="FHIR reference of the reviewer, e.g. `Practitioner/123`.")
     decided_at: datetime
-    reason: str | None = None
+    reason: str | None = Field(default=None, description="The reviewer's comment (free text; may hold PHI).")
+    reason_code: OverrideReason | None = Field(
+        default=None,
+        description="Why a draft was overridden: a code of `OVERRIDE_REASONS` (CDS Hooks `overrideReason`).",
+    )
+    edited_text: str | None = Field(
+        default=None,
+        description="The reviewer's revision of a text output (approved with edits); the Provenance records it.",
+    )
+
+
+class CardFeedback(Envelope):
+    """A CDS client's feedback on a draft's card (CDS Hooks 2.0 feedback)."""
+
+    draft_id: str
+    service: str = Field(description="The CDS service whose card it was, e.g. `ehrflow-drafts`.")
+    outcome: Literal["accepted", "overridden"]
+    reason_system: str | None = Field(default=None, description="`overrideReason.reason.system`.")
+    reason_code: str | None = Field(default=None, description="`overrideReason.reason.code`.")
+    comment: str | None = Field(default=None, description="`overrideReason.userComment` (free text; may hold PHI).")
+    outcome_at: datetime = Field(description="`outcomeTimestamp`: when the clinician acted on the card.")
 
 
 class WritebackCompleted(Envelope):

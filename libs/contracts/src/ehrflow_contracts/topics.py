@@ -32,6 +32,9 @@ INFERENCE_RETRIES: tuple[str, ...] = (
 REVIEW_DECIDED = "ehrflow.writeback.review.decided.v1"
 """A clinician approved or rejected a draft."""
 
+CARD_FEEDBACK = "ehrflow.writeback.card.feedback.v1"
+"""What a clinician did with a draft's CDS Hooks card in the EHR: accepted, or overridden and why."""
+
 WRITEBACK_COMPLETED = "ehrflow.writeback.write.completed.v1"
 """An approved draft was written to its organization's EHR (or definitively failed)."""
 
@@ -50,6 +53,7 @@ ALL: tuple[str, ...] = (
     INFERENCE_OUTCOME,
     *INFERENCE_RETRIES,
     REVIEW_DECIDED,
+    CARD_FEEDBACK,
     WRITEBACK_COMPLETED,
     AUDIT,
     DEAD_LETTER,

@@ -219,6 +219,34 @@ class Ingest(_Strict):
 
 class Review(_Strict):
     api_key_file: Path = Field(description="Key a review client of this organization presents (bearer).")
+    embed_origins: tuple[str, ...] = Field(
+        default=(),
+        description="Origins (`https://ehr.example.org`) whose pages may show the review screen in a frame, as "
+        "EHRs show SMART apps; the origins of the launch's issuers are always allowed. Elsewhere framing is "
+        "refused (`Content-Security-Policy: frame-ancestors`).",
+    )
+
+    @field_validator("embed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if not re.fullmatch(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?", origin):
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path)")
+        return value
+
+
+class CdsClient(_Strict):
+    """An EHR's CDS client that may call ehrflow's CDS Hooks services for this organization: the ``iss`` of
+    the JWTs it signs, and where its public keys are (the JWT's ``jku`` header is not followed)."""
+
+    issuer: str = Field(min_length=1, description="The `iss` of the client's JWTs, compared exactly.")
+    jwks_url: str = Field(description="The client's JWK Set (https; http only for a local EHR).")
+
+
+class CdsHooks(_Strict):
+    """CDS Hooks services for this organization at `{public url}/cds/{org}/cds-services`."""
+
+    clients: tuple[CdsClient, ...] = Field(min_length=1, description="The CDS clients (issuers) allowed to call.")
 
 
 class OrganizationTls(_Strict):
@@ -263,6 +291,7 @@ class Organization(_Strict):
     ingest: Ingest
     review: Review
     launch: Launch | None = None
+    cds_hooks: CdsHooks | None = None
     workflows: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Workflows this organization runs, each with overrides of the workflow's shipped contract "

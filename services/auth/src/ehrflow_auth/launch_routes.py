@@ -20,6 +20,7 @@ from ehrflow_auth.launch import LaunchError, Launches
 from ehrflow_auth.live import LiveConfig
 from ehrflow_auth.policy import ServicePolicy
 from ehrflow_auth.sessions import SessionStore
+from ehrflow_runtime.cookies import delete_app_cookie, set_app_cookie
 from ehrflow_runtime.sessions import session_cookie_name as cookie_name
 
 
@@ -70,15 +71,9 @@ def launch_routes(
             kind="ehr" if request.query_params.get("launch") else "standalone",
         )
         response = RedirectResponse(started.authorize_url, status_code=302, headers={"Cache-Control": "no-store"})
-        response.set_cookie(
-            started.cookie_name,
-            started.cookie_value,
-            max_age=600,
-            path=started.cookie_path,
-            secure=True,
-            httponly=True,
-            samesite="lax",
-        )
+        # Partitioned and SameSite=None: a launch inside the EHR's frame gets it back at the callback
+        # (ehrflow_runtime.cookies); the state it binds is single-use and PKCE guards the code.
+        set_app_cookie(response, started.cookie_name, started.cookie_value, max_age=600, path=started.cookie_path)
         return response
 
     async def callback(request: Request) -> Response:
@@ -100,14 +95,12 @@ def launch_routes(
         response = RedirectResponse(
             f"{done.return_url}#session={done.session_id}", status_code=302, headers={"Cache-Control": "no-store"}
         )
-        response.set_cookie(
+        set_app_cookie(  # the API also needs the session id as a bearer: a cookie alone opens nothing
+            response,
             cookie_name(done.session_id),
             done.binding,
             max_age=org.launch.session_ttl_s if org.launch else 0,
             path="/",
-            secure=True,
-            httponly=True,
-            samesite="lax",
         )
         return response
 
@@ -132,7 +125,7 @@ def launch_routes(
             details={"patient": session.patient},
         )
         response = JSONResponse({"status": "logged out"})
-        response.delete_cookie(cookie_name(session_id), path="/", secure=True, httponly=True, samesite="lax")
+        delete_app_cookie(response, cookie_name(session_id), path="/")
         return response
 
     async def introspect(request: Request) -> Response:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from ehrflow_contracts.events import OutcomeReason
+from ehrflow_contracts.events import Evidence, OutcomeReason
 
 
 class FhirReader(Protocol):
@@ -34,6 +34,8 @@ class Drafted:
     occurred_at: datetime
     summary: dict[str, Any] = field(default_factory=dict)
     """Figures a reviewer sees, and that an auto-approval condition tests."""
+    evidence: tuple[Evidence, ...] = ()
+    """The inputs as a reviewer reads them (``ehrflow_inference.evidence.describe_all``)."""
 
 
 @dataclass(frozen=True)

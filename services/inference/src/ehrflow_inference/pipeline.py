@@ -176,5 +176,6 @@ def _shaped(event: NotificationReceived, entry: Enabled, result: Drafted | Outco
         auto_approve=auto,
         feature=contract.feature,
         expires_at=now + timedelta(hours=review.ttl_hours),
+        evidence=result.evidence,
     )
     return Result("shadow" if review.mode == "shadow" else "draft", draft)

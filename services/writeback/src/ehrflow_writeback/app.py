@@ -11,13 +11,11 @@ AI drafts nor become the verifier of one.
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -25,11 +23,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ehrflow_contracts import ReviewDecided
+from ehrflow_contracts.events import OverrideReason
 from ehrflow_runtime.organizations import Registry
 from ehrflow_runtime.outcomes import operation_outcome
 from ehrflow_runtime.sessions import SessionClient, session_cookie_name
 from ehrflow_runtime.settings import read_secret_file
+from ehrflow_writeback.decisions import Refused, publish_decision
 from ehrflow_writeback.handlers import Publishers
 from ehrflow_writeback.queue import STATUSES, ReviewQueue
 
@@ -44,7 +43,15 @@ class Decision(BaseModel):
         pattern=REVIEWER.pattern,
         description="FHIR reference of the deciding clinician (review-key clients); a session's user wins.",
     )
-    reason: str | None = Field(default=None, max_length=1000)
+    reason: str | None = Field(default=None, max_length=1000, description="The reviewer's comment.")
+    reason_code: OverrideReason | None = Field(
+        default=None, description="Why a draft is overridden (rejected): a CDS Hooks `overrideReason` code."
+    )
+    text: str | None = Field(
+        default=None,
+        max_length=100_000,
+        description="Approve with this revision of a text output (a DocumentReference's summary).",
+    )
 
 
 @dataclass(frozen=True)
@@ -84,10 +91,13 @@ class ReviewAccess:
         expected = self._keys.get(org_id)
         if expected is not None and hmac.compare_digest(presented.encode(), expected.get_secret_value().encode()):
             return Reviewer(org_id, None, None)
-        binding = request.cookies.get(session_cookie_name(presented))
+        return await self.from_session(org_id, presented, request.cookies.get(session_cookie_name(presented)))
+
+    async def from_session(self, org_id: str, session_id: str, binding: str | None) -> Reviewer | None:
+        """The clinician of a launch session (id and binding), if it is a live session of ``org_id``."""
         if self._sessions is None or not binding:
             return None
-        session = await self._sessions.introspect(presented, binding)
+        session = await self._sessions.introspect(session_id, binding)
         if session is None or session.organization != org_id:  # a session opens its own organization only
             return None
         return Reviewer(org_id, session.user, session.patient)
@@ -156,33 +166,21 @@ def routes(context: Callable[[], ReviewContext], access: Callable[[], ReviewAcce
         queued = await ctx.queue.get(org, draft_id)
         if queued is None or not reviewer.may_see(queued.draft.patient):
             return operation_outcome(404, "not-found", "no such draft for this organization and patient")
-        if queued.status != "pending":
-            return operation_outcome(409, "conflict", f"draft is already {queued.status}")
-        # The decision is what reaches review.decided: published first, and the queue moves only when
-        # writeback's consumer carries it out (ehrflow_writeback.handlers).
-        decision = ReviewDecided(
-            organization_id=org,
-            correlation_id=queued.draft.correlation_id,
-            draft_id=draft_id,
-            decision=verdict,
+        if verdict == "rejected" and body.text is not None:
+            return operation_outcome(400, "invalid", "text: only an approval carries an edit")
+        recorded = await publish_decision(
+            ctx.publishers,
+            queued,
+            verdict=verdict,
             reviewer=who,
-            decided_at=datetime.now(UTC),
             reason=body.reason,
+            reason_code=body.reason_code,
+            edited_text=body.text,
+            timeout_s=ctx.publish_timeout_s,
         )
-        try:
-            await asyncio.wait_for(
-                ctx.publishers.decisions.publish(decision, key=f"{org}|{queued.draft.patient}".encode()),
-                ctx.publish_timeout_s,
-            )
-        except Exception:
-            # Unconfirmed: it may still reach Kafka and be carried out. Nothing here says otherwise.
-            return operation_outcome(
-                503,
-                "transient",
-                "the decision was not confirmed in time and may still be recorded; look at the draft before "
-                "deciding again",
-                headers={"Retry-After": "5"},
-            )
+        if isinstance(recorded, Refused):
+            headers = {"Retry-After": "5"} if recorded.status == 503 else None
+            return operation_outcome(recorded.status, recorded.code, recorded.message, headers=headers)
         audit.info("review decided", extra={"org": org, "draft_id": draft_id, "decision": verdict, "reviewer": who})
         return JSONResponse({"draft_id": draft_id, "decision": verdict, "reviewer": who}, status_code=202)
 

@@ -23,7 +23,8 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.publisher import DefaultPublisher
 
-from ehrflow_contracts import DeadLettered, DraftProposed, ReviewDecided, WritebackCompleted, topics
+from ehrflow_contracts import CardFeedback, DeadLettered, DraftProposed, ReviewDecided, WritebackCompleted, topics
+from ehrflow_contracts.events import OVERRIDE_REASONS
 from ehrflow_runtime.errors import PermanentError
 from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_writeback.queue import ReviewQueue
@@ -32,6 +33,7 @@ from ehrflow_writeback.writer import write_approved
 log = logging.getLogger("ehrflow.writeback")
 
 QUEUE_GROUP = "ehrflow-writeback-queue"
+FEEDBACK_GROUP = "ehrflow-writeback-feedback"
 WRITER_GROUP = "ehrflow-writeback-writer"
 AUTO_REVIEWER = "Device/ehrflow-auto-approval"
 
@@ -46,6 +48,7 @@ class Deps:
 @dataclass(frozen=True)
 class Publishers:
     decisions: DefaultPublisher
+    feedback: DefaultPublisher
     completions: DefaultPublisher
     dead: DefaultPublisher
 
@@ -53,6 +56,9 @@ class Publishers:
 def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> Publishers:
     pubs = Publishers(
         decisions=broker.publisher(topics.REVIEW_DECIDED, schema=ReviewDecided, description="Review decisions."),
+        feedback=broker.publisher(
+            topics.CARD_FEEDBACK, schema=CardFeedback, description="CDS Hooks feedback on drafts' cards."
+        ),
         completions=broker.publisher(
             topics.WRITEBACK_COMPLETED,
             schema=WritebackCompleted,
@@ -94,6 +100,24 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> Publishers:
             )
 
     @broker.subscriber(
+        topics.CARD_FEEDBACK,
+        group_id=FEEDBACK_GROUP,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        description="Feedback on drafts' CDS Hooks cards, recorded on the draft.",
+    )
+    async def on_feedback(feedback: CardFeedback) -> None:
+        reason = OVERRIDE_REASONS.get(feedback.reason_code or "", feedback.reason_code)  # type: ignore[call-overload]
+        await deps().queue.annotate(
+            feedback.organization_id,
+            feedback.draft_id,
+            card_feedback=feedback.outcome,
+            card_feedback_at=feedback.outcome_at.isoformat(),
+            **({"card_feedback_reason": reason} if reason else {}),
+            **({"card_feedback_comment": feedback.comment} if feedback.comment else {}),
+        )
+
+    @broker.subscriber(
         topics.REVIEW_DECIDED,
         group_id=WRITER_GROUP,
         auto_offset_reset="earliest",
@@ -107,7 +131,12 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> Publishers:
         if queued is None:
             log.error("decision for unknown draft", extra={"org": org, "draft_id": decision.draft_id})
             return
-        recorded = {"reviewer": decision.reviewer, **({"reason": decision.reason} if decision.reason else {})}
+        recorded = {
+            "reviewer": decision.reviewer,
+            **({"reason": decision.reason} if decision.reason else {}),
+            **({"reason_code": decision.reason_code} if decision.reason_code else {}),
+            **({"edited": "yes"} if decision.edited_text is not None else {}),
+        }
         if decision.decision == "rejected":
             await d.queue.transition(org, decision.draft_id, "pending", "rejected", **recorded)
             return
@@ -120,7 +149,9 @@ def declare(broker: KafkaBroker, deps: Callable[[], Deps]) -> Publishers:
         key = f"{org}|{queued.draft.patient}".encode()
         try:
             fhir = d.fhir_for(org, queued.draft.feature or queued.draft.workflow)
-            written = await write_approved(fhir, queued.draft, decision.reviewer, decision.decided_at)
+            written = await write_approved(
+                fhir, queued.draft, decision.reviewer, decision.decided_at, decision.edited_text
+            )
         except PermanentError as exc:  # the EHR refused it: say so, then let the middleware dead-letter it
             await d.queue.transition(org, decision.draft_id, "approved", "failed", detail=str(exc))
             await pubs.completions.publish(

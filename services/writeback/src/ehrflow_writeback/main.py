@@ -30,8 +30,12 @@ from ehrflow_runtime.telemetry import configure_telemetry
 from ehrflow_runtime.tls import OrganizationClients
 from ehrflow_runtime.tokens import TokenClient
 from ehrflow_writeback.app import ReviewAccess, ReviewContext, routes
+from ehrflow_writeback.cds import cds_routes
+from ehrflow_writeback.cds.trust import CdsTrust
 from ehrflow_writeback.handlers import Deps, declare
 from ehrflow_writeback.queue import ReviewQueue
+from ehrflow_writeback.screen import screen_routes
+from ehrflow_writeback.screen.security import ScreenCookie
 from ehrflow_writeback.settings import WritebackSettings
 
 
@@ -53,9 +57,8 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
         credential=credential,
     )
     clients = OrganizationClients(http, timeout_s=settings.auth.timeout_s)
-    queue = ReviewQueue(
-        redis, Sealer(read_key_file(settings.queue_key_file, "review queue key")), ttl_s=settings.draft_ttl_s
-    )
+    sealer = Sealer(read_key_file(settings.queue_key_file, "review queue key"))
+    queue = ReviewQueue(redis, sealer, ttl_s=settings.draft_ttl_s)
 
     def configured(registry: Registry) -> Configured:
         """What depends on the registry: rebuilt when it (or a review key file) changes."""
@@ -85,6 +88,7 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
         )
 
     publishers = declare(broker, lambda: live.current.deps)
+    trust = CdsTrust(redis, clients.for_org)
     live = Live(settings.organizations_file, configured)
 
     @contextlib.asynccontextmanager
@@ -115,6 +119,8 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
     return Starlette(
         routes=[
             *routes(lambda: live.current.review, lambda: live.current.access),
+            *screen_routes(lambda: live.current.review, lambda: live.current.access, ScreenCookie(sealer)),
+            *cds_routes(lambda: live.current.review, lambda: trust, settings.public_url),
             *health_routes({"broker": broker_ok, "redis": redis_ok}),
         ],
         lifespan=lifespan,

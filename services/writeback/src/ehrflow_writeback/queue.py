@@ -45,8 +45,28 @@ redis.call('zrem', KEYS[2] .. ':' .. patient, ARGV[4])
 redis.call('zadd', KEYS[3] .. ':' .. patient, ARGV[3], ARGV[4])
 return {1, ARGV[2]}
 """
-SEALED_FIELDS = frozenset({"draft", "reason"})
+_ANNOTATE = """
+-- KEYS: draft hash; ARGV: field/value pairs. Only a draft that exists is annotated.
+if redis.call('exists', KEYS[1]) == 0 then return 0 end
+for i = 1, #ARGV, 2 do redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+SEALED_FIELDS = frozenset({"draft", "reason", "card_feedback_comment"})
 """Hash fields that may carry PHI (the draft; a reviewer's free text): sealed, never stored plain."""
+VIEW_FIELDS = (
+    "reviewer",
+    "reason",
+    "reason_code",
+    "edited",
+    "resource_ref",
+    "provenance_ref",
+    "detail",
+    "card_feedback",
+    "card_feedback_at",
+    "card_feedback_reason",
+    "card_feedback_comment",
+)
+"""What a reviewer of the organization sees of a draft's record besides the draft itself."""
 TTL_S = 30 * 24 * 3600
 
 
@@ -69,11 +89,7 @@ class QueuedDraft:
             "basis": list(d.basis),
             "resource": d.resource,
             "proposed_at": d.received_at.isoformat(),
-            **{
-                k: v
-                for k, v in self.fields.items()
-                if k in ("reviewer", "reason", "resource_ref", "provenance_ref", "detail")
-            },
+            **{k: v for k, v in self.fields.items() if k in VIEW_FIELDS},
         }
 
 
@@ -84,6 +100,7 @@ class ReviewQueue:
         self._prefix = prefix
         self._ttl = ttl_s
         self._transition = redis.register_script(_TRANSITION)
+        self._annotate = redis.register_script(_ANNOTATE)
 
     def _draft_key(self, org: str, draft_id: str) -> str:
         return f"{self._prefix}:{org}:draft:{draft_id}"
@@ -141,6 +158,14 @@ class ReviewQueue:
         if gone:
             await self._redis.zrem(index, *gone)
         return [q for _, q in found if q is not None]
+
+    async def annotate(self, org: str, draft_id: str, **fields: str) -> bool:
+        """Record fields on a queued draft (feedback on its card); False when there is no such draft."""
+        key = self._draft_key(org, draft_id)
+        args: list[str | bytes] = []
+        for k, v in fields.items():
+            args += [k, self._sealer.seal(key, v.encode()) if k in SEALED_FIELDS else v]
+        return bool(await self._annotate(keys=[key], args=args))
 
     async def transition(
         self, org: str, draft_id: str, expected: Status, new: Status, **fields: str

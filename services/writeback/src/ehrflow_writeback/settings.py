@@ -14,6 +14,11 @@ class WritebackSettings(CommonSettings):
         description="32 random bytes (raw, or base64 text) sealing drafts in the review queue (AES-256-GCM); "
         "from a Secret."
     )
+    public_url: str | None = Field(
+        default=None,
+        description="How EHRs reach this service (`https://ehrflow.example.org`): CDS Hooks JWTs must name "
+        "`{public_url}/cds/{org}/cds-services/…` as their audience. Unset: the request's own URL.",
+    )
     draft_ttl_s: int = Field(
         default=30 * 24 * 3600, gt=0, description="How long a draft stays in the review queue after it was queued."
     )

@@ -18,6 +18,8 @@ from ehrflow_contracts import NotificationReceived
 from ehrflow_contracts.fhir import AI_ASSISTED, checked, invalid_fields
 from ehrflow_inference.contract import Contract, parse_code
 from ehrflow_inference.evaluation import Drafted, FhirReader, Outcome
+from ehrflow_inference.evidence import describe_all
+from ehrflow_inference.fhir_values import versioned
 from ehrflow_inference.inputs import gather
 from ehrflow_inference.models import ModelClient
 from ehrflow_inference.workflows.base import Workflow, codes_of
@@ -119,6 +121,7 @@ class News2(Workflow[News2Contract]):
             basis=tuple(basis),
             occurred_at=when,
             summary={"score": total, "band": band, "scores": scores, "spo2_scale": scale},
+            evidence=describe_all([o for o in vitals if versioned(o) in basis]),
         )
 
     def _superseded(

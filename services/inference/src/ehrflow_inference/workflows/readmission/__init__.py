@@ -17,6 +17,7 @@ from ehrflow_contracts import NotificationReceived
 from ehrflow_contracts.fhir import AI_ASSISTED, checked, invalid_fields
 from ehrflow_inference.contract import Contract, parse_code
 from ehrflow_inference.evaluation import Drafted, FhirReader, Outcome
+from ehrflow_inference.evidence import describe_all
 from ehrflow_inference.fhir_values import instant, versioned
 from ehrflow_inference.inputs import gather
 from ehrflow_inference.models import ModelClient
@@ -107,6 +108,7 @@ class Readmission(Workflow[ReadmissionContract]):
             basis=tuple(basis),
             occurred_at=end,
             summary={"probability": round(probability, 4), "band": band, **dict(zip(FEATURES, features, strict=True))},
+            evidence=describe_all([encounter, *found["conditions"], *found["medications"]]),
         )
 
 

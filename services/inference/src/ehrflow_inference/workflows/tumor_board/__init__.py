@@ -22,6 +22,7 @@ from ehrflow_contracts import NotificationReceived
 from ehrflow_contracts.fhir import AI_ASSISTED, checked, invalid_fields
 from ehrflow_inference.contract import Contract
 from ehrflow_inference.evaluation import Drafted, FhirReader, Outcome
+from ehrflow_inference.evidence import describe_all
 from ehrflow_inference.fhir_values import instant, versioned
 from ehrflow_inference.inputs import gather
 from ehrflow_inference.models import InvalidModelOutput, ModelClient
@@ -163,6 +164,7 @@ class TumorBoard(Workflow[TumorBoardContract]):
             basis=tuple(sorted(versions.values())),  # the whole record: the same record, the same draft id
             occurred_at=now,
             summary={"statements": len(statements), "cited": len(cited), "record_lines": len(lines)},
+            evidence=describe_all([r for r in used if reference(r) in cited]),
         )
 
 

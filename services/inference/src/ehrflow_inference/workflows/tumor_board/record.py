@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 from typing import Any
 
 from ehrflow_inference.evaluation import FhirReader
+from ehrflow_inference.evidence import concept
 from ehrflow_runtime.errors import PermanentError, RetryableError
 
 TEXT_TYPES = ("text/plain", "text/html", "text/markdown")
@@ -18,18 +19,6 @@ TEXT_TYPES = ("text/plain", "text/html", "text/markdown")
 
 def reference(resource: dict[str, Any]) -> str:
     return f"{resource['resourceType']}/{resource['id']}"
-
-
-def concept(value: Any) -> str:
-    """A CodeableConcept as a person reads it: its text, else its first display, else its first code."""
-    if not isinstance(value, dict):
-        return ""
-    if isinstance(value.get("text"), str):
-        return str(value["text"])
-    for coding in value.get("coding") or []:
-        if isinstance(coding, dict) and (coding.get("display") or coding.get("code")):
-            return str(coding.get("display") or coding.get("code"))
-    return ""
 
 
 def _when(resource: dict[str, Any]) -> str:
