@@ -58,8 +58,10 @@ demo: setup
 stack: setup
 	$(BIN)/python -m ehrflow_devstack up
 
+# Two workers, each with a stack of its own: the tests marked xdist_group("waits") (a 5-minute JWKS cache, a
+# 2-minute EHR outage) run on one while the rest run on the other.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 lint: setup
 	$(BIN)/ruff check libs services devstack tests bench

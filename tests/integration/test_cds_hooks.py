@@ -174,7 +174,7 @@ async def cds(stack: Stack, tmp_path: Path) -> AsyncIterator[Cds]:
     queue = ReviewQueue(redis, Sealer(os.urandom(32)), prefix=f"test:{uuid.uuid4().hex}")
     fhir = MockFhir().client(org1, service="writeback")
     broker = make_broker(KafkaSettings(), client_id="writeback", consumer=ConsumerPolicy(backoff_s=0, retry_delay_s=0))
-    publishers = declare(broker, lambda: Deps(queue=queue, fhir_for=lambda _org, _feature: fhir))
+    publishers = declare(broker, lambda: Deps(queue=queue, fhir_for=lambda _org, _feature, _type: fhir))
     context = ReviewContext(registry=registry, queue=queue, publishers=publishers, publish_timeout_s=1)
     trust = CdsTrust(redis, lambda _org: keys_http)
     app = Starlette(routes=cds_routes(lambda: context, lambda: trust, PUBLIC))

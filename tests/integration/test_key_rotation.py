@@ -24,7 +24,7 @@ from ehrflow_devstack.parts import Part, start_sekmet
 from ehrflow_devstack.processes import free_port
 from ehrflow_devstack.stack import Stack
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("waits")]
 
 ORG = "rot"
 SEKMET_JWKS_CACHE_S = 300

@@ -69,7 +69,7 @@ async def writeback(stack: Stack, tmp_path: Path) -> AsyncIterator[Writeback]:
     redis = Redis.from_url(stack.redis.url)
     queue = ReviewQueue(redis, Sealer(os.urandom(32)), prefix=f"test:{uuid.uuid4().hex}")
     broker = make_broker(KafkaSettings(), client_id="writeback", consumer=ConsumerPolicy(backoff_s=0, retry_delay_s=0))
-    publishers = declare(broker, lambda: Deps(queue=queue, fhir_for=lambda _org, _feature: fhir))
+    publishers = declare(broker, lambda: Deps(queue=queue, fhir_for=lambda _org, _feature, _type: fhir))
     context = ReviewContext(registry=registry, queue=queue, publishers=publishers, publish_timeout_s=0.5)
     access = ReviewAccess(registry, None)
     app = Starlette(routes=routes(lambda: context, lambda: access))

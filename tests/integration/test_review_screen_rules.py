@@ -86,7 +86,7 @@ async def screen(stack: Stack, tmp_path: Path) -> AsyncIterator[Screen]:
     redis = Redis.from_url(stack.redis.url)
     queue = ReviewQueue(redis, Sealer(os.urandom(32)), prefix=f"test:{uuid.uuid4().hex}")
     broker = make_broker(KafkaSettings(), client_id="writeback", consumer=ConsumerPolicy(backoff_s=0, retry_delay_s=0))
-    publishers = declare(broker, lambda: Deps(queue=queue, fhir_for=lambda _org, _feature: fhir))
+    publishers = declare(broker, lambda: Deps(queue=queue, fhir_for=lambda _org, _feature, _type: fhir))
     decided: list[dict[str, Any]] = []
 
     @broker.subscriber(topics.REVIEW_DECIDED, group_id="test-observer")

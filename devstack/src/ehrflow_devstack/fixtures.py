@@ -1,6 +1,6 @@
 """Shared pytest fixtures (loaded with ``-p ehrflow_devstack.fixtures``): the real parts tests talk to.
 
-``stack`` is the whole local stack, started once per test session. Each part in it is chosen as
+``stack`` is the whole local stack, started once per test session (per xdist worker). Each part in it is chosen as
 ``Stack`` chooses: an explicit URL from the environment, else a container when a Docker engine
 answers, else a local process from a pip-installed binary.
 """
@@ -18,8 +18,11 @@ from ehrflow_devstack.parts import Part, start_tansu
 from ehrflow_devstack.stack import Stack
 from ehrflow_runtime.organizations import Organization
 
-STATE = Path(os.environ.get("EHRFLOW_TEST_STATE") or Path(__file__).resolve().parents[3] / ".ehrflow" / "test")
-"""Where the test stack keeps its state and logs; set ``EHRFLOW_TEST_STATE`` to run two sessions at once."""
+STATE = Path(
+    os.environ.get("EHRFLOW_TEST_STATE") or Path(__file__).resolve().parents[3] / ".ehrflow" / "test"
+) / os.environ.get("PYTEST_XDIST_WORKER", "main")
+"""Where the test stack keeps its state and logs; set ``EHRFLOW_TEST_STATE`` to run two sessions at once.
+Each pytest-xdist worker (``make test`` runs two) has a stack of its own, in a folder of its own."""
 
 
 @pytest.fixture(scope="session")

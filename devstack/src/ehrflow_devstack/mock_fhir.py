@@ -29,8 +29,11 @@ class MockFhir:
     base: str = "https://ehr.example.org/fhir"
     resources: list[dict[str, Any]] = field(default_factory=list)
     requests: list[httpx.Request] = field(default_factory=list)
-    fail_next: list[int] = field(default_factory=list)
-    """Status codes to answer FHIR requests with, one per request, before behaving normally."""
+    fail_next: list[int | tuple[int, dict[str, str]]] = field(default_factory=list)
+    """Status codes (or status and headers) to answer FHIR requests with, one per request, before behaving
+    normally."""
+    down: dict[str, str] | None = None
+    """While set, every FHIR request is answered 503 with these headers (``{"Retry-After": "2"}``)."""
     tokens_issued: int = 0
 
     def add(self, *resources: dict[str, Any]) -> None:
@@ -70,8 +73,12 @@ class MockFhir:
                     "scope": "system/*.read",
                 },
             )
+        if self.down is not None:
+            return httpx.Response(503, headers=self.down, json={"resourceType": "OperationOutcome"})
         if self.fail_next:
-            return httpx.Response(self.fail_next.pop(0), json={"resourceType": "OperationOutcome"})
+            failure = self.fail_next.pop(0)
+            status, headers = failure if isinstance(failure, tuple) else (failure, {})
+            return httpx.Response(status, headers=headers, json={"resourceType": "OperationOutcome"})
         path = request.url.path.removeprefix(httpx.URL(self.base).path).strip("/").split("/")
         if request.method == "GET" and len(path) == 2:
             found = [r for r in self.resources if r["resourceType"] == path[0] and r["id"] == path[1]]
@@ -94,6 +101,13 @@ class MockFhir:
                 },
             )
         if request.method == "POST" and len(path) == 1:
+            condition = request.headers.get("if-none-exist", "")
+            if condition.startswith("_tag="):  # a conditional create keyed on a tag: the match, if there is one
+                system, _, code = condition.removeprefix("_tag=").partition("|")
+                for r in self.resources:
+                    tags = {(t.get("system"), t.get("code")) for t in r.get("meta", {}).get("tag", [])}
+                    if r["resourceType"] == path[0] and (system, code) in tags:
+                        return httpx.Response(200, json=r)
             body = json.loads(request.content)
             self.add(body)
             return httpx.Response(201, json=body)

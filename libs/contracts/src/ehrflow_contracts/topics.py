@@ -32,6 +32,13 @@ INFERENCE_RETRIES: tuple[str, ...] = (
 REVIEW_DECIDED = "ehrflow.writeback.review.decided.v1"
 """A clinician approved or rejected a draft."""
 
+WRITEBACK_RETRIES: tuple[str, ...] = (
+    "ehrflow.writeback.retry.first.v1",
+    "ehrflow.writeback.retry.second.v1",
+    "ehrflow.writeback.retry.third.v1",
+)
+"""Approved decisions whose write found the EHR unavailable (429, 5xx, timeout), one topic per delay tier."""
+
 CARD_FEEDBACK = "ehrflow.writeback.card.feedback.v1"
 """What a clinician did with a draft's CDS Hooks card in the EHR: accepted, or overridden and why."""
 
@@ -53,6 +60,7 @@ ALL: tuple[str, ...] = (
     INFERENCE_OUTCOME,
     *INFERENCE_RETRIES,
     REVIEW_DECIDED,
+    *WRITEBACK_RETRIES,
     CARD_FEEDBACK,
     WRITEBACK_COMPLETED,
     AUDIT,

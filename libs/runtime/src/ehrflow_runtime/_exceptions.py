@@ -20,7 +20,12 @@ class RetryableError(EhrflowError):
 
 
 class UpstreamUnavailable(RetryableError):
-    """An upstream (EHR, auth service, broker) was unreachable, timed out or answered 5xx."""
+    """An upstream (EHR, auth service, broker) was unreachable, timed out or answered 5xx or 429."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        """How long the upstream asked us to wait (its ``Retry-After``), when it said."""
 
 
 class PermanentError(EhrflowError):

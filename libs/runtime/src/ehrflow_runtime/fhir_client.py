@@ -11,6 +11,7 @@ import httpx
 from ehrflow_runtime.errors import UpstreamRejected, UpstreamUnavailable
 from ehrflow_runtime.organizations import Organization
 from ehrflow_runtime.outcomes import FHIR_JSON
+from ehrflow_runtime.retry_tiers import retry_after_s
 from ehrflow_runtime.tls import failure
 from ehrflow_runtime.tokens import TokenClient
 
@@ -31,12 +32,21 @@ class FhirClient:
     cached token invalidates it and retries once with a new one.
     """
 
-    def __init__(self, http: httpx.AsyncClient, tokens: TokenClient, organization: Organization, feature: str) -> None:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        tokens: TokenClient,
+        organization: Organization,
+        feature: str,
+        *,
+        base: str | None = None,
+    ) -> None:
         self._http = http
         self._tokens = tokens
         self.organization = organization
         self.feature = feature
-        self.base = organization.fhir_base_url
+        self.base = (base or organization.fhir_base_url).rstrip("/")
+        """The organization's FHIR base, or another base of the organization's (writeback's output routes)."""
 
     def url(self, path: str) -> str:
         """The absolute URL ``path`` names, exactly as it will be sent, or ``UpstreamRejected`` if that is not
@@ -129,7 +139,10 @@ class FhirClient:
                 continue
             break
         if response.status_code >= 500 or response.status_code == 429:
-            raise UpstreamUnavailable(f"{org} FHIR {method} {_kind(path)} answered {response.status_code}")
+            raise UpstreamUnavailable(
+                f"{org} FHIR {method} {_kind(path)} answered {response.status_code}",
+                retry_after_s=retry_after_s(response.headers.get("retry-after")),
+            )
         if response.status_code >= 400:
             kind = _kind(path)
             raise UpstreamRejected(

@@ -235,6 +235,43 @@ class Review(_Strict):
         return value
 
 
+WRITABLE_TYPES = ("RiskAssessment", "Observation", "DocumentReference", "Flag", "Task", "Communication")
+"""What writeback writes: the output types a workflow contract may name."""
+
+
+class WritebackOutputs(_Strict):
+    """Where this organization's approved outputs go, by resource type."""
+
+    routes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Resource type → another FHIR base of this organization's to write that type to (a document "
+        "store, say); the organization's tokens are sent there. Unlisted types go to `fhir_base_url`.",
+    )
+    refuse: tuple[str, ...] = Field(
+        default=(),
+        description="Resource types this organization does not accept from ehrflow: an approved draft of such a "
+        "type is not written and its review shows why.",
+    )
+
+    @field_validator("routes")
+    @classmethod
+    def _routes(cls, value: dict[str, str]) -> dict[str, str]:
+        for kind, base in value.items():
+            if kind not in WRITABLE_TYPES:
+                raise ValueError(f"routes: {kind} is not a type writeback writes ({', '.join(WRITABLE_TYPES)})")
+            if not base.startswith(("https://", "http://")):
+                raise ValueError(f"routes.{kind}: {base!r} is not an http(s) FHIR base")
+        return value
+
+    @field_validator("refuse")
+    @classmethod
+    def _refuse(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for kind in value:
+            if kind not in WRITABLE_TYPES:
+                raise ValueError(f"refuse: {kind} is not a type writeback writes ({', '.join(WRITABLE_TYPES)})")
+        return value
+
+
 class CdsClient(_Strict):
     """An EHR's CDS client that may call ehrflow's CDS Hooks services for this organization: the ``iss`` of
     the JWTs it signs, and where its public keys are (the JWT's ``jku`` header is not followed)."""
@@ -292,6 +329,7 @@ class Organization(_Strict):
     review: Review
     launch: Launch | None = None
     cds_hooks: CdsHooks | None = None
+    writeback: WritebackOutputs = WritebackOutputs()
     workflows: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Workflows this organization runs, each with overrides of the workflow's shipped contract "

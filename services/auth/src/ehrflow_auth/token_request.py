@@ -26,9 +26,10 @@ DEFAULT_LIFETIME_S = 300
 class RateLimited(UpstreamUnavailable):
     """The token endpoint answered 429: wait ``retry_after_s`` before asking again."""
 
+    retry_after_s: float
+
     def __init__(self, message: str, *, retry_after_s: float) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+        super().__init__(message, retry_after_s=retry_after_s)
 
 
 @dataclass(frozen=True)

@@ -18,16 +18,13 @@ import os
 import sys
 from pathlib import Path
 
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from ehrflow_inference.checking import check_all, render
-from ehrflow_inference.dead_letters import listing, read_letters, replay
 from ehrflow_inference.enabled import enabled_contracts
 from ehrflow_inference.workflows import SHIPPED
+from ehrflow_runtime import dead_letters
 from ehrflow_runtime.errors import ConfigurationError
 from ehrflow_runtime.organizations import load_registry
 from ehrflow_runtime.serve import make_http_client
-from ehrflow_runtime.settings import KafkaSettings
 from ehrflow_runtime.tls import OrganizationClients
 
 
@@ -60,34 +57,6 @@ async def _check(organizations: Path, only: str | None, timeout_s: float) -> int
     return 0 if all(r.ok for r in reports) else 1
 
 
-class _KafkaOnly(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EHRFLOW_", env_nested_delimiter="__", extra="ignore")
-
-    kafka: KafkaSettings = KafkaSettings()
-
-
-async def _dead_letters(args: argparse.Namespace) -> int:
-    kafka = _KafkaOnly().kafka
-    letters = [x for x in await read_letters(kafka) if args.org is None or x.letter.organization_id == args.org]
-    if args.action == "list":
-        print(listing(letters))
-        return 0
-    if not args.all:
-        wanted = set(args.event_id)
-        letters = [x for x in letters if x.event_id in wanted]
-        missing = wanted - {x.event_id for x in letters}
-        if missing:
-            print(f"no dead letter for event {', '.join(sorted(missing))}", file=sys.stderr)
-            return 1
-    replayed = await replay(kafka, letters)
-    for x in replayed:
-        print(f"replayed {x.event_id or f'{x.partition}/{x.offset}'} to {x.replay_topic}")
-    skipped = len(letters) - len(replayed)
-    if skipped:
-        print(f"{skipped} letter(s) hold no record to replay, or come from a topic that is not replayed")
-    return 0
-
-
 def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ehrflow-inference", description="ehrflow's inference service and tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -99,16 +68,10 @@ def run(argv: list[str]) -> int:
     check.add_argument("--timeout", type=float, default=10.0, help="seconds per EHR request")
     schemas = sub.add_parser("contract-schemas", help="write each workflow's contract JSON Schema")
     schemas.add_argument("--out", type=Path, default=Path("docs/contracts"))
-    letters = sub.add_parser("dead-letters", help="list or replay dead letters")
-    letters.add_argument("action", choices=["list", "replay"])
-    letters.add_argument("--org", help="only this organization's")
-    letters.add_argument("--event-id", action="append", default=[], help="replay this event's letter (repeatable)")
-    letters.add_argument("--all", action="store_true", help="replay every letter listed")
+    dead_letters.add_command(sub)
     args = parser.parse_args(argv)
     if args.command == "dead-letters":
-        if args.action == "replay" and not (args.all or args.event_id):
-            parser.error("replay needs --event-id ID or --all")
-        return asyncio.run(_dead_letters(args))
+        return dead_letters.run_command(parser, args)
     if args.command == "check-contracts":
         if args.organizations is None:
             parser.error("give --organizations or set EHRFLOW_ORGANIZATIONS_FILE")

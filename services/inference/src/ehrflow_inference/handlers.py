@@ -24,9 +24,10 @@ from ehrflow_inference.enabled import Enabled
 from ehrflow_inference.evaluation import FhirReader
 from ehrflow_inference.models import Models
 from ehrflow_inference.pipeline import WorkflowUnavailable, evaluate, gave_up
-from ehrflow_inference.retries import HEADER_ATTEMPT, HEADER_DUE, Parking, Retrying, RetryPolicy, key_of
+from ehrflow_inference.retries import Parking, Retrying, key_of
 from ehrflow_runtime.consumers import where
 from ehrflow_runtime.errors import RetryableError
+from ehrflow_runtime.retry_tiers import HEADER_ATTEMPT, HEADER_DUE, RetryPolicy
 
 log = logging.getLogger("ehrflow.inference")
 

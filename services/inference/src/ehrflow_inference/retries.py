@@ -2,7 +2,7 @@
 delayed retry topic, and after the last tier goes to the dead-letter topic.
 
 The tiers are three topics (``topics.INFERENCE_RETRIES``), each with its delay (``EHRFLOW_RETRY__DELAYS_S``,
-default 5, 30 and 120 s). A record there is the event itself, with its attempt and the instant it is due in
+default 5, 30 and 120 s; ``ehrflow_runtime.retry_tiers``). A record there is the event itself, with its attempt and the instant it is due in
 headers; the tier's consumer waits until then (its records are due in the order they were written, as every
 record of a tier waits the same delay) and tries again. The notification partition never waits for a retry.
 
@@ -22,31 +22,13 @@ from dataclasses import dataclass
 
 from faststream.kafka.publisher import DefaultPublisher
 from prometheus_client import Counter
-from pydantic import BaseModel, Field, field_validator
 from redis.asyncio import Redis
 
-from ehrflow_contracts import DeadLettered, NotificationReceived, topics
-
-HEADER_ATTEMPT = "ehrflow-attempt"
-HEADER_DUE = "ehrflow-due"
-HEADER_REASON = "ehrflow-retry-reason"
+from ehrflow_contracts import NotificationReceived, topics
+from ehrflow_runtime.dead_letters import after_retries
+from ehrflow_runtime.retry_tiers import RetryPolicy, headers
 
 RETRIES = Counter("ehrflow_inference_retries", "Events sent to a retry tier, by tier and why.", ["tier", "why"])
-
-
-class RetryPolicy(BaseModel):
-    delays_s: tuple[float, float, float] = Field(
-        default=(5.0, 30.0, 120.0),
-        description="The delay of each retry tier. An event has one try on its partition and one per tier, then "
-        "it is dead-lettered. At most 240 s each: a tier's consumer waits that long holding its partition.",
-    )
-
-    @field_validator("delays_s")
-    @classmethod
-    def _bounded(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
-        if not all(0 < d <= 240 for d in value):
-            raise ValueError("each retry delay is more than 0 and at most 240 seconds")
-        return value
 
 
 def key_of(event: NotificationReceived) -> str:
@@ -98,30 +80,14 @@ class Retrying:
         key = key_of(event)
         await self.parking.join(key, event.event_id)
         due = time.time() + self.policy.delays_s[tier - 1]
-        await self.tiers[tier - 1].publish(
-            event,
-            key=key.encode(),
-            headers={HEADER_ATTEMPT: str(attempt), HEADER_DUE: f"{due:.3f}", HEADER_REASON: why},
-        )
+        await self.tiers[tier - 1].publish(event, key=key.encode(), headers=headers(attempt, due, why))
         RETRIES.labels(str(tier), "waiting" if attempt == 0 else "failed").inc()
 
     async def give_up(self, event: NotificationReceived, *, attempts: int, why: str, source: str) -> None:
         """Dead-letter the event (its record kept for replay), then unpark it so the key's next event goes on."""
         key = key_of(event)
-        await self.dead.publish(
-            DeadLettered(
-                organization_id=event.organization_id,
-                correlation_id=event.correlation_id,
-                source_topic=source,
-                error=f"{why} (after {attempts} attempts)",
-                payload={
-                    "topic": topics.NOTIFICATION_RECEIVED,
-                    "event_id": event.event_id,
-                    "key": key,
-                    "attempts": attempts,
-                    "record": event.model_dump(mode="json"),
-                },
-            ),
-            key=key.encode(),
+        letter = after_retries(
+            event, home=topics.NOTIFICATION_RECEIVED, key=key, attempts=attempts, why=why, source=source
         )
+        await self.dead.publish(letter, key=key.encode())
         await self.parking.leave(key, event.event_id)

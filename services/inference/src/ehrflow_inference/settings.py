@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from ehrflow_inference.retries import RetryPolicy
+from ehrflow_runtime.retry_tiers import RetryPolicy
 from ehrflow_runtime.settings import AuthClientSettings, CommonSettings
 
 

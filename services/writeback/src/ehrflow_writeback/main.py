@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -13,6 +15,7 @@ from faststream.specification import AsyncAPI
 from starlette.applications import Starlette
 
 from ehrflow_contracts import topics
+from ehrflow_runtime import dead_letters
 from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
 from ehrflow_runtime.errors import ConfigurationError
 from ehrflow_runtime.fhir_client import FhirClient
@@ -32,6 +35,7 @@ from ehrflow_runtime.tokens import TokenClient
 from ehrflow_writeback.app import ReviewAccess, ReviewContext, routes
 from ehrflow_writeback.cds import cds_routes
 from ehrflow_writeback.cds.trust import CdsTrust
+from ehrflow_writeback.ehr_health import EhrHealth
 from ehrflow_writeback.handlers import Deps, declare
 from ehrflow_writeback.queue import ReviewQueue
 from ehrflow_writeback.screen import screen_routes
@@ -62,22 +66,25 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
 
     def configured(registry: Registry) -> Configured:
         """What depends on the registry: rebuilt when it (or a review key file) changes."""
-        fhir = {
-            (org.id, feature): FhirClient(clients.for_org(org), tokens, org, feature)
-            for org in registry
-            for feature in org.features
-        }
+        fhir: dict[tuple[str, str, str], FhirClient] = {}
 
-        def fhir_for(org_id: str, feature: str) -> FhirClient:
-            """The client for a draft's organization and workflow feature; one the organization does not (or
-            no longer) have is a refusal to write, not a retry."""
-            found = fhir.get((org_id, feature))
-            if found is None:
+        def fhir_for(org_id: str, feature: str, resource_type: str) -> FhirClient:
+            """The client that writes ``resource_type`` for a draft's organization and workflow feature: at the
+            organization's route for that type, else its FHIR base. A feature the organization does not (or no
+            longer) have, or a type it refuses, is a refusal to write, not a retry."""
+            org = registry.get(org_id)
+            if org is None or feature not in org.features:
                 raise ConfigurationError(f"organization {org_id} has no feature '{feature}' to write with")
-            return found
+            if resource_type in org.writeback.refuse:
+                raise ConfigurationError(f"organization {org_id} does not accept a {resource_type} from ehrflow")
+            base = org.writeback.routes.get(resource_type, org.fhir_base_url)
+            key = (org_id, feature, base)
+            if key not in fhir:
+                fhir[key] = FhirClient(clients.for_org(org), tokens, org, feature, base=base)
+            return fhir[key]
 
         return Configured(
-            deps=Deps(queue=queue, fhir_for=fhir_for),
+            deps=Deps(queue=queue, fhir_for=fhir_for, health=health),
             review=ReviewContext(
                 registry=registry,
                 queue=queue,
@@ -87,7 +94,8 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
             access=ReviewAccess(registry, sessions),
         )
 
-    publishers = declare(broker, lambda: live.current.deps)
+    health = EhrHealth()
+    publishers = declare(broker, lambda: live.current.deps, settings.retry, workers=settings.workers)
     trust = CdsTrust(redis, clients.for_org)
     live = Live(settings.organizations_file, configured)
 
@@ -145,7 +153,17 @@ def asyncapi() -> FastStream:
     return FastStream(broker, specification=AsyncAPI(broker, title="ehrflow writeback", version="1"))
 
 
+def run(argv: list[str]) -> int:
+    """``ehrflow-writeback dead-letters list|replay``: the decisions writeback gave up on (and any other)."""
+    parser = argparse.ArgumentParser(prog="ehrflow-writeback", description="ehrflow's writeback service and tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    dead_letters.add_command(sub)
+    return dead_letters.run_command(parser, parser.parse_args(argv))
+
+
 def main() -> None:
+    if len(sys.argv) > 1:
+        sys.exit(run(sys.argv[1:]))
     settings = WritebackSettings()
     configure_logging(settings.log_level)
     configure_telemetry("writeback")

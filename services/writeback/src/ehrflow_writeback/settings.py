@@ -4,6 +4,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from ehrflow_runtime.retry_tiers import RetryPolicy
 from ehrflow_runtime.settings import AuthClientSettings, CommonSettings
 
 
@@ -22,3 +23,5 @@ class WritebackSettings(CommonSettings):
     draft_ttl_s: int = Field(
         default=30 * 24 * 3600, gt=0, description="How long a draft stays in the review queue after it was queued."
     )
+    retry: RetryPolicy = RetryPolicy()
+    workers: int = Field(default=4, ge=1, le=64, description="Decision partitions one replica writes at once.")

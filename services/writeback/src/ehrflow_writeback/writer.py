@@ -14,8 +14,9 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ehrflow_contracts import DraftProposed
-from ehrflow_contracts.fhir import AI_ASSISTED, SYSTEM_DRAFT, SYSTEM_TAG, TAG_GENERATED, validate
+from ehrflow_contracts.fhir import AI_ASSISTED, SYSTEM_DRAFT, SYSTEM_TAG, TAG_GENERATED, invalid_fields, validate
 from ehrflow_runtime.errors import PermanentError
+from ehrflow_runtime.organizations import WRITABLE_TYPES
 
 PARTICIPANT = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 MODEL_SYSTEM = "https://ehrflow.dev/fhir/model"
@@ -23,9 +24,12 @@ FINAL_STATUS: dict[str, dict[str, str]] = {
     "RiskAssessment": {"status": "final"},
     "Observation": {"status": "final"},
     "DocumentReference": {"docStatus": "final"},
+    "Flag": {"status": "active"},
+    "Task": {"status": "requested"},
+    "Communication": {"status": "completed"},
 }
-"""What approval changes in a drafted resource of each type: a clinician has verified it. Other types
-(Flag, Task, Communication) carry the status their workflow drafted."""
+"""What approval changes in a drafted resource of each type (``WRITABLE_TYPES``): a clinician has verified it
+(a score or a document becomes final, a flag active, a task requested, a message sent)."""
 
 
 class FhirWriter(Protocol):
@@ -73,9 +77,15 @@ def with_edit(resource: dict[str, Any], text: str) -> dict[str, Any]:
     return revised
 
 
+class NotWritable(PermanentError):
+    """A draft of a type writeback does not write."""
+
+
 def final_resource(draft: DraftProposed, edited_text: str | None = None) -> dict[str, Any]:
     """The draft as it is written: final, tagged (echo detection, idempotency), labelled AI-assisted, with the
-    reviewer's revision of its text when there is one."""
+    reviewer's revision of its text when there is one; checked against the FHIR R4 models before it is sent."""
+    if draft.resource.get("resourceType") not in WRITABLE_TYPES:
+        raise NotWritable(f"a {draft.resource.get('resourceType')} is not a type writeback writes")
     resource = copy.deepcopy(draft.resource if edited_text is None else with_edit(draft.resource, edited_text))
     resource.pop("id", None)
     resource.update(FINAL_STATUS.get(resource.get("resourceType", ""), {}))
@@ -86,6 +96,8 @@ def final_resource(draft: DraftProposed, edited_text: str | None = None) -> dict
     labels = meta.setdefault("security", [])
     if not any((s.get("system"), s.get("code")) == (AI_ASSISTED["system"], AI_ASSISTED["code"]) for s in labels):
         labels.append(AI_ASSISTED)
+    if problem := invalid_fields(resource, str(resource["resourceType"])):
+        raise NotWritable(f"the drafted resource is {problem}")
     return validate(resource)
 
 

@@ -6,6 +6,7 @@ import httpx
 
 from ehrflow_inference.contract import Model
 from ehrflow_runtime.errors import PermanentError, RetryableError
+from ehrflow_runtime.retry_tiers import retry_after_s
 
 
 class ModelUnavailable(RetryableError):
@@ -25,11 +26,8 @@ class RetryableCall(Exception):
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds, when the server gave it as a number (capped at a minute)."""
-    try:
-        return min(60.0, max(0.0, float(response.headers["retry-after"])))
-    except (KeyError, ValueError):
-        return None
+    """``Retry-After`` in seconds (capped at a minute: a model call waits for it in place)."""
+    return retry_after_s(response.headers.get("retry-after"), cap_s=60.0)
 
 
 def secret_header(spec: Model) -> dict[str, str]:

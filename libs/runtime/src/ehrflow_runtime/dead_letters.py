@@ -1,20 +1,26 @@
 """The dead-letter topic for operators: list what was given up on, and replay it once the cause is mended.
+Both ``ehrflow-inference dead-letters`` and ``ehrflow-writeback dead-letters`` are this (``add_command``).
 
 A listing shows ids, sources and reasons only (a dead letter's reason never holds patient data; its record
 may, and is not printed). Replaying publishes a letter's record, as it was, to the topic it came from, with
 its key, so it is handled again from the start: an event from inference's retry tiers goes back to the
-notification topic. Replaying twice is harmless: drafts are keyed by their inputs, decisions by their draft.
+notification topic, a decision from writeback's retry tiers to the decision topic. Replaying twice is
+harmless: drafts are keyed by their inputs, writes by their draft (conditional creates).
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ehrflow_contracts import DeadLettered, topics
+from ehrflow_contracts import DeadLettered, Envelope, topics
 from ehrflow_runtime.settings import KafkaSettings
 
 REPLAY_TO = {
@@ -22,8 +28,27 @@ REPLAY_TO = {
     **dict.fromkeys(topics.INFERENCE_RETRIES, topics.NOTIFICATION_RECEIVED),
     topics.DRAFT_PROPOSED: topics.DRAFT_PROPOSED,
     topics.REVIEW_DECIDED: topics.REVIEW_DECIDED,
+    **dict.fromkeys(topics.WRITEBACK_RETRIES, topics.REVIEW_DECIDED),
 }
 """Where a dead letter's record goes back to, by the topic it was read from."""
+
+
+def after_retries(event: Envelope, *, home: str, key: str, attempts: int, why: str, source: str) -> DeadLettered:
+    """The dead letter of an event given up on after its retry tiers: the record as it was, its key, and the
+    topic a replay sends it back to (``home``)."""
+    return DeadLettered(
+        organization_id=event.organization_id,
+        correlation_id=event.correlation_id,
+        source_topic=source,
+        error=f"{why} (after {attempts} attempts)",
+        payload={
+            "topic": home,
+            "event_id": event.event_id,
+            "key": key,
+            "attempts": attempts,
+            "record": event.model_dump(mode="json"),
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -99,3 +124,46 @@ async def replay(kafka: KafkaSettings, letters: list[Letter]) -> list[Letter]:
     finally:
         await producer.stop()
     return chosen
+
+
+class _KafkaOnly(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EHRFLOW_", env_nested_delimiter="__", extra="ignore")
+
+    kafka: KafkaSettings = KafkaSettings()
+
+
+def add_command(sub: Any) -> None:
+    """``dead-letters list|replay`` on a service's command line (``sub``: its argparse subparsers)."""
+    letters = sub.add_parser("dead-letters", help="list or replay dead letters")
+    letters.add_argument("action", choices=["list", "replay"])
+    letters.add_argument("--org", help="only this organization's")
+    letters.add_argument("--event-id", action="append", default=[], help="replay this event's letter (repeatable)")
+    letters.add_argument("--all", action="store_true", help="replay every letter listed")
+
+
+def run_command(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.action == "replay" and not (args.all or args.event_id):
+        parser.error("replay needs --event-id ID or --all")
+    return asyncio.run(_dead_letters(args))
+
+
+async def _dead_letters(args: argparse.Namespace) -> int:
+    kafka = _KafkaOnly().kafka
+    letters = [x for x in await read_letters(kafka) if args.org is None or x.letter.organization_id == args.org]
+    if args.action == "list":
+        print(listing(letters))
+        return 0
+    if not args.all:
+        wanted = set(args.event_id)
+        letters = [x for x in letters if x.event_id in wanted]
+        missing = wanted - {x.event_id for x in letters}
+        if missing:
+            print(f"no dead letter for event {', '.join(sorted(missing))}", file=sys.stderr)
+            return 1
+    replayed = await replay(kafka, letters)
+    for x in replayed:
+        print(f"replayed {x.event_id or f'{x.partition}/{x.offset}'} to {x.replay_topic}")
+    skipped = len(letters) - len(replayed)
+    if skipped:
+        print(f"{skipped} letter(s) hold no record to replay, or come from a topic that is not replayed")
+    return 0
