@@ -71,8 +71,9 @@ class Env:
     def hits(self, org: str) -> int:
         return int(httpx.get(f"{self.ehr[org]}/_test/requests").json()["requests"])
 
-    def ehr_launch(self, org: str, patient: str, user: str) -> str:
-        response = httpx.post(f"{self.ehr[org]}/_test/launch", json={"patient": patient, "user": user})
+    def ehr_launch(self, org: str, patient: str, user: str, roles: list[str] | None = None) -> str:
+        context = {"patient": patient, "user": user, "roles": roles or []}
+        response = httpx.post(f"{self.ehr[org]}/_test/launch", json=context)
         return str(response.json()["launch"])
 
 
@@ -112,6 +113,11 @@ def env(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]
                 "redirect_uri": f"{auth}/launch/{org}/callback",
                 "issuers": [f"{ehr[org]}/fhir"],
                 "return_url": RETURN_URL,
+                "roles": {
+                    "claim": "roles",
+                    "map": {"Oncologist": "oncologist", "Attending": "attending"},
+                    "users": {"Practitioner/dr-board": ["tumor-board-chair"]},
+                },
             }
         config.organizations_file.write_text(yaml.safe_dump(registry))
         proc, _ = stack.start_service(
@@ -483,3 +489,13 @@ async def test_a_session_whose_user_is_not_a_clinician_can_neither_see_nor_decid
         decided = browser.call("POST", f"{review_api}/v1/orgs/org1/drafts/{draft_id}/approve", headers=auth, json={})
         assert (listed.status_code, decided.status_code) == (403, 403), user
         assert decided.json()["issue"][0]["diagnostics"] == "only a Practitioner or PractitionerRole reviews drafts"
+
+
+def test_a_sessions_roles_come_from_the_id_token_claim_and_the_organizations_mapping(env: Env) -> None:
+    browser = Browser()
+    launch = env.ehr_launch("org1", "Patient/p-9", "Practitioner/dr-board", roles=["Oncologist", "Janitor"])
+    start = browser.get(f"{env.auth}/launch/org1", params={"iss": env.iss("org1"), "launch": launch})
+    authorize = browser.get(start.headers["location"])
+    session = _session_of(browser, browser.get(authorize.headers["location"]))
+    roles = _whoami(env, browser, session).json()["roles"]
+    assert roles == ["oncologist", "tumor-board-chair"], "mapped claim values and the user's own; unknown ones dropped"

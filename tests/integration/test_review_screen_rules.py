@@ -41,7 +41,13 @@ from ehrflow_writeback.screen.security import COOKIE, ScreenCookie, csrf_token
 pytestmark = pytest.mark.integration
 
 SESSIONS = {  # session id → what auth's introspection answers
-    "s-clinician": {"organization": "org1", "patient": "Patient/p1", "user": "Practitioner/dr-1"},
+    "s-clinician": {"organization": "org1", "patient": "Patient/p1", "user": "Practitioner/dr-1", "roles": ["nurse"]},
+    "s-oncologist": {
+        "organization": "org1",
+        "patient": "Patient/p1",
+        "user": "Practitioner/dr-2",
+        "roles": ["oncologist"],
+    },
     "s-patient": {"organization": "org1", "patient": "Patient/p1", "user": "Patient/p1"},
 }
 BINDING = "binding-secret"
@@ -62,6 +68,7 @@ class Screen:
     client: httpx.AsyncClient
     cookie: ScreenCookie
     decided: list[dict[str, Any]]
+    audited: list[dict[str, Any]]
 
     def enter(self, session: str = "s-clinician", org: str = "org1") -> None:
         self.client.cookies.set(COOKIE, self.cookie.seal(org, session, BINDING), path=f"/review/{org}/")
@@ -88,10 +95,15 @@ async def screen(stack: Stack, tmp_path: Path) -> AsyncIterator[Screen]:
     broker = make_broker(KafkaSettings(), client_id="writeback", consumer=ConsumerPolicy(backoff_s=0, retry_delay_s=0))
     publishers = declare(broker, lambda: Deps(queue=queue, fhir_for=lambda _org, _feature, _type: fhir))
     decided: list[dict[str, Any]] = []
+    audited: list[dict[str, Any]] = []
 
     @broker.subscriber(topics.REVIEW_DECIDED, group_id="test-observer")
     async def observe(body: dict[str, Any]) -> None:
         decided.append(body)
+
+    @broker.subscriber(topics.AUDIT, group_id="test-audit")
+    async def observe_audit(body: dict[str, Any]) -> None:
+        audited.append(body)
 
     auth = httpx.AsyncClient(transport=httpx.MockTransport(_introspection))
     sessions = SessionClient(auth, base_url="http://auth", service_name="writeback", credential=SecretStr("x"))
@@ -103,7 +115,7 @@ async def screen(stack: Stack, tmp_path: Path) -> AsyncIterator[Screen]:
         TestKafkaBroker(broker) as test_broker,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://writeback") as client,
     ):
-        yield Screen(queue, test_broker, client, cookie, decided)
+        yield Screen(queue, test_broker, client, cookie, decided, audited)
     await auth.aclose()
     await redis.aclose()
 
@@ -196,3 +208,19 @@ async def test_a_clinicians_session_becomes_a_partitioned_cookie_for_its_organiz
 async def test_an_unknown_organizations_page_may_be_framed_by_nobody(screen: Screen) -> None:
     page = await screen.client.get("/review/nowhere/")
     assert page.status_code == 404 and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+async def test_a_clinician_without_the_contracts_role_cannot_decide_and_is_audited(screen: Screen) -> None:
+    draft = await _queued(screen, approver_role="oncologist")
+    screen.enter()  # a nurse
+    page = await screen.client.get("/review/org1/drafts")
+    assert "needs the role “oncologist”" in page.text and 'value="approve"' not in page.text
+    answer = await screen.post(draft.draft_id, csrf=screen.csrf(), action="approve")
+    assert answer.status_code == 403 and "needs the role &#39;oncologist&#39;" in answer.text
+    assert screen.decided == []
+    assert [(a["action"], a["outcome"], a["actor"], a["details"]["draft_id"]) for a in screen.audited] == [
+        ("review.refused", "failure", "Practitioner/dr-1", draft.draft_id)
+    ]
+    screen.enter(session="s-oncologist")
+    answer = await screen.post(draft.draft_id, csrf=screen.csrf(session="s-oncologist"), action="approve")
+    assert answer.status_code == 303 and [d["reviewer"] for d in screen.decided] == ["Practitioner/dr-2"]

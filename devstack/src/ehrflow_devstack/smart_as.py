@@ -4,7 +4,8 @@ Built from Authlib's server components (Flask ``AuthorizationServer``, ``Authori
 ``CodeChallenge`` and ``OpenIDCode``), not by hand. It plays the EHR side of a clinician launch:
 
 - ``GET  /fhir/.well-known/smart-configuration`` discovery (the FHIR base is the ``iss``);
-- ``POST /_test/launch`` → ``{"launch": id}``: the EHR opened our app for a patient and user;
+- ``POST /_test/launch`` → ``{"launch": id}``: the EHR opened our app for a patient and user (and the user's
+  roles at the EHR, which the id_token then lists in ``roles``);
 - ``GET  /authorize``: the clinician is already signed in and consents; redirects with a code;
 - ``POST /token``: code + PKCE verifier → access token, ``patient``, ``id_token`` (fhirUser, nonce);
 - ``GET  /jwks``: the key that signs id_tokens;
@@ -75,6 +76,7 @@ class Code(AuthorizationCodeMixin):  # type: ignore[misc]
     nonce: str | None
     code_challenge: str | None
     code_challenge_method: str | None
+    roles: list[str] = field(default_factory=list)
     auth_time: int = field(default_factory=lambda: int(time.time()))
 
     def get_redirect_uri(self) -> str:
@@ -97,7 +99,7 @@ def create_app(port: int, client_id: str, redirect_uris: list[str]) -> Flask:
     stranger = RSAKey.generate_key(2048, parameters={"kid": "as-1", "alg": "RS256"})
     app = Flask(__name__)
     clients = {client_id: Client(client_id, redirect_uris)}
-    launches: dict[str, dict[str, str]] = {}
+    launches: dict[str, dict[str, Any]] = {}
     codes: dict[str, Code] = {}
     state: dict[str, Any] = {"mode": dict(DEFAULT_MODE), "requests": 0}
 
@@ -116,6 +118,7 @@ def create_app(port: int, client_id: str, redirect_uris: list[str]) -> Flask:
                 nonce=req.payload.data.get("nonce"),
                 code_challenge=req.payload.data.get("code_challenge"),
                 code_challenge_method=req.payload.data.get("code_challenge_method"),
+                roles=list(context.get("roles", [])),
             )
             codes[code] = saved
             return saved
@@ -152,7 +155,9 @@ def create_app(port: int, client_id: str, redirect_uris: list[str]) -> Flask:
                 if state["mode"]["id_token"] == "foreign-user"
                 else f"{fhir}/{user.user}"
             )
-            info = {"sub": user.user.split("/")[-1], "fhirUser": fhir_user}
+            info: dict[str, Any] = {"sub": user.user.split("/")[-1], "fhirUser": fhir_user}
+            if user.roles:
+                info["roles"] = user.roles  # the user's roles at the EHR, as some EHRs put them in the id_token
             return info
 
         def get_authorization_code_claims(self, authorization_code: Code) -> dict[str, Any]:
@@ -219,7 +224,11 @@ def create_app(port: int, client_id: str, redirect_uris: list[str]) -> Flask:
     @app.post("/_test/launch")
     def new_launch() -> Any:
         launch = secrets.token_urlsafe(12)
-        launches[launch] = {"patient": request.json["patient"], "user": request.json["user"]}
+        launches[launch] = {
+            "patient": request.json["patient"],
+            "user": request.json["user"],
+            "roles": request.json.get("roles", []),
+        }
         return jsonify({"launch": launch})
 
     @app.post("/_test/mode")

@@ -155,6 +155,9 @@ class DraftProposed(Envelope):
     evidence: tuple[Evidence, ...] = Field(
         default=(), description="The inputs as the reviewer sees them: label, value, unit and time of each."
     )
+    approver_role: str | None = Field(
+        default=None, description="The role a clinician needs to approve this draft (its contract's); none: any."
+    )
 
 
 class InferenceOutcome(Envelope):

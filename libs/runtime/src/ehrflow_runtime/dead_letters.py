@@ -17,11 +17,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ehrflow_contracts import DeadLettered, Envelope, topics
 from ehrflow_runtime.settings import KafkaSettings
+from ehrflow_runtime.topic_reader import read_topic
 
 REPLAY_TO = {
     topics.NOTIFICATION_RECEIVED: topics.NOTIFICATION_RECEIVED,
@@ -68,26 +69,10 @@ class Letter:
 
 
 async def read_letters(kafka: KafkaSettings) -> list[Letter]:
-    """Every dead letter on the topic, oldest first per partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        partitions = [
-            TopicPartition(topics.DEAD_LETTER, p) for p in consumer.partitions_for_topic(topics.DEAD_LETTER) or []
-        ]
-        if not partitions:
-            return []
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        found: list[Letter] = []
-        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                found += [Letter(r.partition, r.offset, DeadLettered.model_validate_json(r.value)) for r in records]
-        return sorted(found, key=lambda x: (x.letter.received_at, x.partition, x.offset))
-    finally:
-        await consumer.stop()
+    """Every dead letter on the topic, oldest first."""
+    records = await read_topic(kafka, topics.DEAD_LETTER)
+    found = [Letter(r.partition, r.offset, DeadLettered.model_validate_json(r.value)) for r in records if r.value]
+    return sorted(found, key=lambda x: (x.letter.received_at, x.partition, x.offset))
 
 
 def listing(letters: list[Letter]) -> str:

@@ -76,6 +76,28 @@ class BackendAuth(_Strict):
         return self
 
 
+class Roles(_Strict):
+    """Which ehrflow roles a launched clinician has (a contract names the role that may approve its drafts)."""
+
+    claim: str | None = Field(
+        default=None,
+        description="An id_token claim listing the user's roles at the EHR (a list, or space-separated text); each "
+        "value found in `map` gives that role.",
+    )
+    map: dict[str, str] = Field(default_factory=dict, description="EHR role (a value of `claim`) → ehrflow role.")
+    users: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict, description="`fhirUser` (`Practitioner/…`) → ehrflow roles, whatever the claim says."
+    )
+
+    def of(self, user: str, claims: dict[str, Any]) -> tuple[str, ...]:
+        """The ehrflow roles of ``user`` with these id_token ``claims``, sorted."""
+        found = set(self.users.get(user, ()))
+        value = claims.get(self.claim) if self.claim else None
+        values = value.split() if isinstance(value, str) else value if isinstance(value, list) else []
+        found |= {self.map[v] for v in values if isinstance(v, str) and v in self.map}
+        return tuple(sorted(found))
+
+
 class Launch(_Strict):
     """Clinician SMART App Launch (EHR launch and standalone) at this organization."""
 
@@ -98,6 +120,7 @@ class Launch(_Strict):
         description="Accept a launch that names no patient (with no patient scope granted). Such a session sees "
         "every draft of the organization, so it is refused unless this is set.",
     )
+    roles: Roles = Roles()
 
 
 class WebhookSecret(_Strict):

@@ -27,6 +27,7 @@ class SessionInfo:
     organization: str
     patient: str | None
     user: str
+    roles: tuple[str, ...] = ()
 
 
 class SessionClient:
@@ -48,4 +49,7 @@ class SessionClient:
         body = response.json()
         if not body.get("active"):
             return None
-        return SessionInfo(organization=body["organization"], patient=body.get("patient"), user=body["user"])
+        roles = tuple(r for r in body.get("roles") or () if isinstance(r, str))
+        return SessionInfo(
+            organization=body["organization"], patient=body.get("patient"), user=body["user"], roles=roles
+        )

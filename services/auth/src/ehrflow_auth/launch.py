@@ -253,6 +253,7 @@ class Launches:
             scope=scope,
             created_at=now,
             expires_at=now + config.session_ttl_s,
+            roles=config.roles.of(user, claims),
         )
         session_id, session_binding = await self._sessions.create(session)
         return Finished(session_id, session_binding, session, config.return_url)

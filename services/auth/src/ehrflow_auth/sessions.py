@@ -32,6 +32,8 @@ class Session:
     scope: str
     created_at: float
     expires_at: float
+    roles: tuple[str, ...] = ()
+    """ehrflow roles from the launch (the organization's ``launch.roles``)."""
 
     def view(self) -> dict[str, object]:
         return {
@@ -41,6 +43,7 @@ class Session:
             "user": self.user,
             "scope": self.scope,
             "expires_at": self.expires_at,
+            "roles": list(self.roles),
         }
 
 
@@ -66,6 +69,7 @@ class SessionStore:
         record = json.loads(raw)
         if not hmac.compare_digest(record.pop("binding"), _digest(binding)):
             return None
+        record["roles"] = tuple(record.get("roles", ()))
         return Session(**record)
 
     async def end(self, session_id: str) -> bool:

@@ -237,6 +237,12 @@ class Review(_Strict):
     )
     when: Condition | None = Field(default=None, description="`auto-approve` only: the condition on the result.")
     ttl_hours: float = Field(default=72, gt=0, description="A draft not decided by then expires.")
+    approver_role: str | None = Field(
+        default=None,
+        pattern=NAME,
+        description="The role (from the organization's launch `roles` mapping) a clinician needs to approve or "
+        "edit this workflow's drafts; others get 403, audited. Unset: any clinician of the organization.",
+    )
 
     @model_validator(mode="after")
     def _condition_with_auto_approve(self) -> Review:

@@ -177,5 +177,6 @@ def _shaped(event: NotificationReceived, entry: Enabled, result: Drafted | Outco
         feature=contract.feature,
         expires_at=now + timedelta(hours=review.ttl_hours),
         evidence=result.evidence,
+        approver_role=review.approver_role,
     )
     return Result("shadow" if review.mode == "shadow" else "draft", draft)

@@ -71,6 +71,8 @@ class Reviewer:
     """``Practitioner/…`` of a clinician session; None for a review-key client (it names the reviewer)."""
     patient: str | None
     """A session sees only its launch's patient; a review-key client sees the whole queue."""
+    roles: tuple[str, ...] | None = None
+    """A session's ehrflow roles; None for a review-key client (a trusted integration naming its reviewer)."""
 
     def may_see(self, draft_patient: str) -> bool:
         return self.patient is None or self.patient == draft_patient
@@ -100,7 +102,7 @@ class ReviewAccess:
         session = await self._sessions.introspect(session_id, binding)
         if session is None or session.organization != org_id:  # a session opens its own organization only
             return None
-        return Reviewer(org_id, session.user, session.patient)
+        return Reviewer(org_id, session.user, session.patient, session.roles)
 
 
 NOT_A_CLINICIAN = "only a Practitioner or PractitionerRole reviews drafts"
@@ -173,6 +175,7 @@ def routes(context: Callable[[], ReviewContext], access: Callable[[], ReviewAcce
             queued,
             verdict=verdict,
             reviewer=who,
+            roles=reviewer.roles,
             reason=body.reason,
             reason_code=body.reason_code,
             edited_text=body.text,

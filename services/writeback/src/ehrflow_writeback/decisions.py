@@ -8,17 +8,19 @@ expiry, whether its output has text to edit) happen here, before anything is pub
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from ehrflow_contracts import ReviewDecided
+from ehrflow_contracts import AuditRecorded, ReviewDecided
 from ehrflow_contracts.events import OverrideReason
 from ehrflow_writeback.handlers import Publishers
 from ehrflow_writeback.queue import QueuedDraft
 from ehrflow_writeback.writer import editable_text
 
 Verdict = Literal["approved", "rejected"]
+audit = logging.getLogger("ehrflow.writeback.audit")
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,22 @@ class Refused:
     message: str
 
 
-def refusal(queued: QueuedDraft, *, edited_text: str | None, now: datetime) -> Refused | None:
-    """Whether this draft can take a decision now."""
+def role_refusal(queued: QueuedDraft, roles: tuple[str, ...] | None) -> Refused | None:
+    """Whether a reviewer with ``roles`` (None: a review-key client) lacks the role the draft's contract names."""
+    needed = queued.draft.approver_role
+    if needed is None or roles is None or needed in roles:
+        return None
+    return Refused(403, "forbidden", f"deciding on a {queued.draft.workflow} draft needs the role '{needed}'")
+
+
+def refusal(
+    queued: QueuedDraft, *, edited_text: str | None, now: datetime, roles: tuple[str, ...] | None = None
+) -> Refused | None:
+    """Whether this draft can take a decision now, from this reviewer."""
+    if (refused := role_refusal(queued, roles)) is not None:
+        return refused
+    if queued.status == "stale":
+        return Refused(409, "conflict", "draft is stale: a draft from newer data supersedes it")
     if queued.status != "pending":
         return Refused(409, "conflict", f"draft is already {queued.status}")
     expires = queued.draft.expires_at
@@ -48,6 +64,7 @@ async def publish_decision(
     *,
     verdict: Verdict,
     reviewer: str,
+    roles: tuple[str, ...] | None = None,
     reason: str | None = None,
     reason_code: OverrideReason | None = None,
     edited_text: str | None = None,
@@ -56,8 +73,10 @@ async def publish_decision(
     """Publish the decision, or say why not. A publish not confirmed in time may still reach Kafka and be
     carried out: the answer says so (503) and nothing here reverts it."""
     now = datetime.now(UTC)
-    refused = refusal(queued, edited_text=edited_text, now=now)
+    refused = refusal(queued, edited_text=edited_text, now=now, roles=roles)
     if refused is not None:
+        if refused.status == 403:
+            await _audit_refusal(publishers, queued, reviewer, refused.message)
         return refused
     draft = queued.draft
     decision = ReviewDecided(
@@ -83,3 +102,21 @@ async def publish_decision(
             "the decision was not confirmed in time and may still be recorded; look at the draft before deciding again",
         )
     return decision
+
+
+async def _audit_refusal(publishers: Publishers, queued: QueuedDraft, reviewer: str, why: str) -> None:
+    """A decision refused for want of a role: a log line and an audit record (references only)."""
+    draft = queued.draft
+    audit.warning("review refused: role", extra={"org": draft.organization_id, "draft_id": draft.draft_id})
+    record = AuditRecorded(
+        organization_id=draft.organization_id,
+        correlation_id=draft.correlation_id,
+        action="review.refused",
+        outcome="failure",
+        actor=reviewer,
+        details={"draft_id": draft.draft_id, "workflow": draft.workflow, "reason": why},
+    )
+    try:
+        await asyncio.wait_for(publishers.audit.publish(record, key=draft.organization_id.encode()), 5)
+    except Exception:
+        audit.error("audit record not confirmed", extra={"org": draft.organization_id, "action": record.action})

@@ -34,8 +34,15 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.kafka.publisher import DefaultPublisher
 
-from ehrflow_contracts import CardFeedback, DeadLettered, DraftProposed, ReviewDecided, WritebackCompleted, topics
-from ehrflow_contracts.events import OVERRIDE_REASONS
+from ehrflow_contracts import (
+    AuditRecorded,
+    CardFeedback,
+    DeadLettered,
+    DraftProposed,
+    ReviewDecided,
+    WritebackCompleted,
+    topics,
+)
 from ehrflow_runtime.consumers import where
 from ehrflow_runtime.dead_letters import after_retries
 from ehrflow_runtime.errors import PermanentError, RetryableError, UpstreamUnavailable
@@ -43,6 +50,7 @@ from ehrflow_runtime.fhir_client import FhirClient
 from ehrflow_runtime.retry_tiers import HEADER_ATTEMPT, HEADER_DUE, RetryPolicy, due_at, headers
 from ehrflow_writeback.ehr_health import EhrHealth
 from ehrflow_writeback.queue import ReviewQueue
+from ehrflow_writeback.records import decision_fields, feedback_fields
 from ehrflow_writeback.writer import write_approved
 
 log = logging.getLogger("ehrflow.writeback")
@@ -69,6 +77,7 @@ class Deps:
 class Publishers:
     decisions: DefaultPublisher
     feedback: DefaultPublisher
+    audit: DefaultPublisher
     completions: DefaultPublisher
     dead: DefaultPublisher
 
@@ -80,6 +89,9 @@ def declare(
     policy = policy or RetryPolicy()
     pubs = Publishers(
         decisions=broker.publisher(topics.REVIEW_DECIDED, schema=ReviewDecided, description="Review decisions."),
+        audit=broker.publisher(
+            topics.AUDIT, schema=AuditRecorded, description="Review refusals (a clinician without the role)."
+        ),
         feedback=broker.publisher(
             topics.CARD_FEEDBACK, schema=CardFeedback, description="CDS Hooks feedback on drafts' cards."
         ),
@@ -110,6 +122,8 @@ def declare(
             "draft queued" if new else "draft already queued",
             extra={"org": draft.organization_id, "draft_id": draft.draft_id},
         )
+        for stale in await d.queue.supersede(draft):
+            log.info("draft superseded", extra={"org": draft.organization_id, "draft_id": stale})
         queued = await d.queue.get(draft.organization_id, draft.draft_id) if draft.auto_approve else None
         # Every delivery of a still-pending auto-approved draft publishes its approval: a crash between
         # queueing and publishing must not leave it pending for ever (a repeat is ignored when consumed).
@@ -135,15 +149,7 @@ def declare(
         description="Feedback on drafts' CDS Hooks cards, recorded on the draft.",
     )
     async def on_feedback(feedback: CardFeedback) -> None:
-        reason = OVERRIDE_REASONS.get(feedback.reason_code or "", feedback.reason_code)  # type: ignore[call-overload]
-        await deps().queue.annotate(
-            feedback.organization_id,
-            feedback.draft_id,
-            card_feedback=feedback.outcome,
-            card_feedback_at=feedback.outcome_at.isoformat(),
-            **({"card_feedback_reason": reason} if reason else {}),
-            **({"card_feedback_comment": feedback.comment} if feedback.comment else {}),
-        )
+        await deps().queue.annotate(feedback.organization_id, feedback.draft_id, **feedback_fields(feedback))
 
     async def later(decision: ReviewDecided, *, tier: int, attempts: int, why: str, wait_s: float | None) -> None:
         """Send the decision to ``tier`` (1-based), due after its delay or the EHR's ``Retry-After``."""
@@ -183,12 +189,7 @@ def declare(
         if queued is None:
             log.error("decision for unknown draft", extra={"org": org, "draft_id": decision.draft_id})
             return
-        recorded = {
-            "reviewer": decision.reviewer,
-            **({"reason": decision.reason} if decision.reason else {}),
-            **({"reason_code": decision.reason_code} if decision.reason_code else {}),
-            **({"edited": "yes"} if decision.edited_text is not None else {}),
-        }
+        recorded = decision_fields(decision)
         if decision.decision == "rejected":
             await d.queue.transition(org, decision.draft_id, "pending", "rejected", **recorded)
             return

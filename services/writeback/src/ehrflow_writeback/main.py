@@ -38,6 +38,7 @@ from ehrflow_writeback.cds.trust import CdsTrust
 from ehrflow_writeback.ehr_health import EhrHealth
 from ehrflow_writeback.handlers import Deps, declare
 from ehrflow_writeback.queue import ReviewQueue
+from ehrflow_writeback.rebuild import rebuild
 from ehrflow_writeback.screen import screen_routes
 from ehrflow_writeback.screen.security import ScreenCookie
 from ehrflow_writeback.settings import WritebackSettings
@@ -102,6 +103,8 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await ensure_topics(settings.kafka, topics.ALL)
+        if not await queue.view_built():  # a new or flushed Redis: the view comes back from the log first
+            await rebuild(settings.kafka, queue)
         await broker.start()
         watching = asyncio.create_task(live.watch(settings.registry_reload_s))
         try:

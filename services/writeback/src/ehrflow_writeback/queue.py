@@ -3,7 +3,9 @@
 Redis holds derived state only: every draft and decision is also on Kafka, the source of truth, and
 the queue can be rebuilt by replaying ``DRAFT_PROPOSED`` and ``REVIEW_DECIDED``.
 
-A draft moves ``pending → approved | rejected``, and ``approved → written``. Transitions are atomic
+A draft moves ``pending → approved | rejected | stale``, and ``approved → written | failed``. A pending
+draft becomes *stale* when a draft of the same workflow for the same patient from newer data arrives: it
+can no longer be approved (the newer one is the one to review). Transitions are atomic
 (Lua), so two reviewers deciding at once cannot both win. Keys carry the organization id: a draft is
 only ever found under the organization that produced it.
 
@@ -26,8 +28,8 @@ from redis.asyncio import Redis
 from ehrflow_contracts import DraftProposed
 from ehrflow_runtime.sealing import Sealer
 
-Status = Literal["pending", "approved", "rejected", "written", "failed"]
-STATUSES: tuple[Status, ...] = ("pending", "approved", "rejected", "written", "failed")
+Status = Literal["pending", "approved", "rejected", "written", "failed", "stale"]
+STATUSES: tuple[Status, ...] = ("pending", "approved", "rejected", "written", "failed", "stale")
 
 _TRANSITION = """
 -- KEYS: draft hash, index of the expected status, index of the new status
@@ -102,6 +104,17 @@ class ReviewQueue:
         self._transition = redis.register_script(_TRANSITION)
         self._annotate = redis.register_script(_ANNOTATE)
 
+    @property
+    def ttl_s(self) -> int:
+        return self._ttl
+
+    async def view_built(self) -> bool:
+        """Whether this Redis holds the view (written once it was built; gone with a flushed or new Redis)."""
+        return bool(await self._redis.exists(f"{self._prefix}:view-built"))
+
+    async def mark_view_built(self) -> None:
+        await self._redis.set(f"{self._prefix}:view-built", str(time.time()))
+
     def _draft_key(self, org: str, draft_id: str) -> str:
         return f"{self._prefix}:{org}:draft:{draft_id}"
 
@@ -109,17 +122,18 @@ class ReviewQueue:
         index = f"{self._prefix}:{org}:status:{status}"
         return index if patient is None else f"{index}:{patient}"
 
-    async def add(self, draft: DraftProposed) -> bool:
-        """Queue a draft once: a redelivered draft changes nothing. True when it was new."""
+    async def add(self, draft: DraftProposed, *, queued_at: float | None = None) -> bool:
+        """Queue a draft once: a redelivered draft changes nothing. True when it was new. ``queued_at``: when it
+        was first queued, for a rebuild (its expiry runs from then)."""
         key = self._draft_key(draft.organization_id, draft.draft_id)
         sealed = self._sealer.seal(key, draft.model_dump_json().encode())
         created = await self._redis.hsetnx(key, "draft", sealed)
         if created:
-            now = time.time()
+            now = time.time() if queued_at is None else queued_at
             org, patient = draft.organization_id, draft.patient
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hset(key, mapping={"status": "pending", "updated_at": str(now), "patient": patient})
-                pipe.expire(key, self._ttl)
+                pipe.expire(key, max(1, int(now + self._ttl - time.time())))
                 pipe.zadd(self._index(org, "pending"), {draft.draft_id: now})
                 pipe.zadd(self._index(org, "pending", patient), {draft.draft_id: now})
                 await pipe.execute()
@@ -158,6 +172,28 @@ class ReviewQueue:
         if gone:
             await self._redis.zrem(index, *gone)
         return [q for _, q in found if q is not None]
+
+    async def supersede(self, draft: DraftProposed) -> tuple[str, ...]:
+        """Mark stale what ``draft`` supersedes: the patient's pending drafts of its workflow from older data;
+        or ``draft`` itself when a pending one from newer data is already queued (arrivals out of order).
+        Returns the ids marked stale."""
+        org, patient = draft.organization_id, draft.patient
+        pending = [
+            q
+            for q in await self.list(org, "pending", patient=patient, limit=1000)
+            if q.draft.workflow == draft.workflow and q.draft.draft_id != draft.draft_id
+        ]
+        marked: tuple[str, ...] = ()
+        for q in pending:
+            older, newer = (q.draft, draft) if q.draft.occurred_at < draft.occurred_at else (draft, q.draft)
+            if older.occurred_at == newer.occurred_at:
+                continue
+            done, _ = await self.transition(
+                org, older.draft_id, "pending", "stale", detail=f"superseded by draft {newer.draft_id} from newer data"
+            )
+            if done:
+                marked += (older.draft_id,)
+        return marked
 
     async def annotate(self, org: str, draft_id: str, **fields: str) -> bool:
         """Record fields on a queued draft (feedback on its card); False when there is no such draft."""

@@ -126,7 +126,7 @@ def screen_routes(
             request,
             "drafts.html",
             status,
-            drafts=[draft_view(q, now) for q in drafts],
+            drafts=[draft_view(q, now, roles=who.reviewer.roles) for q in drafts],
             patient=patient,
             reviewer=who.reviewer.user,
             base=base_path(org_id),
@@ -173,6 +173,7 @@ def screen_routes(
             queued,
             verdict="rejected" if action == "reject" else "approved",
             reviewer=str(who.reviewer.user),
+            roles=who.reviewer.roles,
             reason=comment,
             reason_code=code if action == "reject" else None,  # type: ignore[arg-type]
             edited_text=text.replace("\r\n", "\n") if action == "edit" and text else None,

@@ -70,10 +70,12 @@ class DraftView:
     evidence: list[Row]
     inputs_age: str
     decided: dict[str, str] = field(default_factory=dict)
+    needs_role: str = ""
+    """The role this reviewer lacks to decide on the draft ('' when they have it, or none is needed)."""
 
     @property
     def decidable(self) -> bool:
-        return self.status == "pending" and not self.expired
+        return self.status == "pending" and not self.expired and not self.needs_role
 
 
 def _anchor(draft_id: str, reference: str) -> str:
@@ -99,7 +101,7 @@ def _headline(summary: dict[str, object]) -> tuple[str, str, list[tuple[str, str
     return "", band, [(k.replace("_", " "), str(v)) for k, v in summary.items() if k != "band"]
 
 
-def draft_view(queued: QueuedDraft, now: datetime) -> DraftView:
+def draft_view(queued: QueuedDraft, now: datetime, roles: tuple[str, ...] | None = None) -> DraftView:
     d = queued.draft
     rows = [
         Row(
@@ -155,4 +157,5 @@ def draft_view(queued: QueuedDraft, now: datetime) -> DraftView:
         evidence=rows,
         inputs_age=inputs_age,
         decided=decided,
+        needs_role=d.approver_role if d.approver_role and roles is not None and d.approver_role not in roles else "",
     )
