@@ -9,43 +9,19 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from ehrflow_contracts import Envelope
+from ehrflow_runtime.settings import KafkaSettings
+from ehrflow_runtime.topic_reader import read_topic as read_whole_topic
 
 Record = dict[str, Any]
 
 
 async def read_records(bootstrap: str, topic: str) -> list[tuple[Record, dict[str, bytes]]]:
     """Every record currently on the topic, with its headers (for async callers)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    try:
-        await consumer.start()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001 - topic metadata may not be cached yet
-            partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        if not partitions:
-            return []
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        out: list[tuple[Record, dict[str, bytes]]] = []
-        while not await _caught_up(consumer, ends):
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for r in records:
-                    out.append((json.loads(r.value), dict(r.headers or [])))
-        return out
-    finally:
-        await consumer.stop()
-
-
-async def _caught_up(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return False
-    return True
+    records = await read_whole_topic(KafkaSettings(bootstrap_servers=bootstrap), topic)
+    return [(json.loads(r.value or b"null"), dict(r.headers or [])) for r in records]
 
 
 def read_topic(bootstrap: str, topic: str) -> list[Record]:
