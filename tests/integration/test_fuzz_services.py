@@ -29,7 +29,8 @@ from ehrflow_devstack.config import WEBHOOK_HEADER
 from ehrflow_devstack.fuzzing import wrong_types_inside
 from ehrflow_devstack.stack import Stack
 
-pytestmark = pytest.mark.integration
+# One xdist worker runs this module in order: the last test reads what the fuzzers before it counted.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("fuzz-services")]
 
 JSON_BODY = {"content": {"application/json": {"schema": {"type": "object"}}}}
 ANY = {"default": {"description": "any answer but a server error"}}

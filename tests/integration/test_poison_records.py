@@ -58,12 +58,12 @@ def _letters_for(stack: Stack, key: str) -> Any:
     return check
 
 
-def _draft(draft_id: str, patient: str, **fields: Any) -> DraftProposed:
+def _draft(draft_id: str, patient: str, workflow: str = "news2", **fields: Any) -> DraftProposed:
     return DraftProposed(
         organization_id="org1",
         correlation_id=draft_id,
         draft_id=draft_id,
-        workflow="news2",
+        workflow=workflow,
         model=ModelRef(name="m", version="1"),
         patient=patient,
         resource={"resourceType": "RiskAssessment", "status": "preliminary", "subject": {"reference": patient}},
@@ -122,7 +122,8 @@ async def test_poison_drafts_and_decisions_are_dead_lettered_and_those_behind_th
     queue = stack.config.review_queue(redis)
     try:
         # draft.proposed: a record that is not a draft, then a draft, and a draft the writer cannot write.
-        broken = _draft(f"broken-{run}", patient, auto_approve=True)
+        # Another workflow's, so that neither draft supersedes the other (same patient, same partition).
+        broken = _draft(f"broken-{run}", patient, "tumor-board", auto_approve=True)
         broken_json = json.loads(broken.model_dump_json())
         broken_json["resource"]["meta"] = "not an object"  # writing it raises AttributeError, on every try
         good = _draft(f"good-{run}", patient)

@@ -36,6 +36,9 @@ def _app(folder: Path) -> tuple[object, str]:
     return create_app(ingest, sink=MemorySink()), config.webhook_secret("org1")
 
 
+# One xdist worker runs this module in order: a later test reads what the generated cases counted.
+pytestmark = pytest.mark.xdist_group("ingest-openapi")
+
 TURNS = itertools.count()
 ANSWERED: Counter[int] = Counter()
 schemathesis.serializer.alias("application/json+fhir", "application/json")  # an old FHIR media type EHRs send

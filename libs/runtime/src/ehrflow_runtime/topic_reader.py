@@ -26,12 +26,16 @@ async def read_topic(kafka: KafkaSettings, topic: str) -> list[ConsumerRecord[by
             return []
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
+        # The end offsets say when to stop reading, never which records to keep: Tansu 0.6 (the local
+        # broker) answers ListOffsets(latest) with the last *batch's* base offset + 1, so a filter on them
+        # would drop the tail of the last batch. Whole fetched batches are kept; a record appended while
+        # we read is on the log too, and every reader here is idempotent.
         ends = await consumer.end_offsets(partitions)
         found: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {tp: [] for tp in partitions}
         while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
             batch = await consumer.getmany(timeout_ms=500)
             for tp, records in batch.items():
-                found[tp] += [r for r in records if r.offset < ends[tp]]
+                found[tp] += records
         return [r for tp in partitions for r in found[tp]]
     finally:
         await consumer.stop()
