@@ -78,6 +78,7 @@ bench: setup
 	$(BIN)/python bench/auth/bench_auth.py --write docs/benchmarks.md
 	$(BIN)/python bench/ingest/bench_ingest.py --write docs/benchmarks.md
 	$(BIN)/python bench/inference/bench_inference.py --write docs/benchmarks.md
+	$(BIN)/python bench/writeback/bench_writeback.py --write docs/benchmarks.md
 
 docs: setup
 	$(BIN)/python -m ehrflow_devstack asyncapi

@@ -174,6 +174,9 @@ def test_an_ehr_down_for_two_minutes_gets_every_approved_draft_once_and_delays_n
         deployment.approve(two)
     _until(lambda: all(deployment.status(d) == "written" for d in twos), 60, "organization 2's drafts are written")
     assert time.monotonic() - stopped < DOWN_S, "organization 2's writes did not wait for organization 1's EHR"
+    # Organization 1's decisions are carried out too (each first try takes the auth service's own retries
+    # against a token endpoint that is down), and wait, approved and unwritten, for its EHR.
+    _until(lambda: all(deployment.status(d) in ("approved", "written", "failed") for d in ones), 60, "decided")
     waiting = [deployment.status(d) for d in ones]
     assert waiting == ["approved"] * len(ones), f"organization 1's wait, approved: {waiting}"
     time.sleep(max(0.0, DOWN_S - (time.monotonic() - stopped)))

@@ -18,6 +18,7 @@ import yaml
 from redis.asyncio import Redis
 
 from ehrflow_contracts import DraftProposed, ModelRef, topics
+from ehrflow_contracts.fhir import validate
 from ehrflow_devstack.config import GeneratedConfig, generate, write_registry
 from ehrflow_devstack.kafka_read import wait_for_records
 from ehrflow_devstack.parts import start_tansu
@@ -341,6 +342,13 @@ def test_launches_and_sessions_are_audited(env: Env, stack: Stack) -> None:
     )
     started = [r for r in records if r["action"] == "launch.started" and r["organization_id"] == "org1"]
     assert all(r["details"]["count"] >= 1 and r["details"]["kind"] in ("ehr", "standalone") for r in started)
+    # A session is a login of the clinician, about the launch's patient, as a FHIR AuditEvent.
+    session = next(r for r in records if r["action"] == "session.started" and r["patient"])
+    event = validate(session["audit_event"])
+    assert (event["type"]["code"], event["subtype"][0]["code"], event["action"]) == ("110114", "110122", "E")
+    assert event["agent"][0] == {"requestor": True, "who": {"reference": session["actor"]}}
+    assert {"reference": session["patient"]} in [e["what"] for e in event["entity"]]
+    assert event["source"]["observer"] == {"display": "ehrflow auth"}
 
 
 @contextlib.contextmanager

@@ -218,9 +218,13 @@ async def test_a_clinician_without_the_contracts_role_cannot_decide_and_is_audit
     answer = await screen.post(draft.draft_id, csrf=screen.csrf(), action="approve")
     assert answer.status_code == 403 and "needs the role &#39;oncologist&#39;" in answer.text
     assert screen.decided == []
-    assert [(a["action"], a["outcome"], a["actor"], a["details"]["draft_id"]) for a in screen.audited] == [
-        ("review.refused", "failure", "Practitioner/dr-1", draft.draft_id)
+    audited = [(a["action"], a["outcome"], a["actor"], a["drafts"]) for a in screen.audited]
+    assert ("review.viewed", "success", "Practitioner/dr-1", [draft.draft_id]) in audited  # the pages shown
+    refused = [a for a in screen.audited if a["action"] != "review.viewed"]
+    assert [(a["action"], a["outcome"], a["actor"], a["drafts"]) for a in refused] == [
+        ("review.refused", "failure", "Practitioner/dr-1", [draft.draft_id])
     ]
+    assert refused[0]["details"]["role"] == "oncologist"
     screen.enter(session="s-oncologist")
     answer = await screen.post(draft.draft_id, csrf=screen.csrf(session="s-oncologist"), action="approve")
     assert answer.status_code == 303 and [d["reviewer"] for d in screen.decided] == ["Practitioner/dr-2"]

@@ -11,12 +11,12 @@ import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from ehrflow_auth.audit import Auditor
 from ehrflow_auth.cache import TokenCache, organization_pattern
 from ehrflow_auth.live import LiveConfig
 from ehrflow_auth.service import TokenService
 from ehrflow_devstack.config import generate, write_registry
 from ehrflow_devstack.stack import Stack
+from ehrflow_runtime.audit import Auditor
 from ehrflow_runtime.errors import ConfigurationError
 
 pytestmark = pytest.mark.integration
@@ -50,7 +50,11 @@ async def service(stack: Stack, tmp_path: Path) -> AsyncIterator[tuple[TokenServ
     http = httpx.AsyncClient(transport=httpx.MockTransport(ehr.handle))
     yield (
         TokenService(
-            LiveConfig(config.organizations_file), TokenCache(redis, os.urandom(32)), http, Auditor(None), attempts=1
+            LiveConfig(config.organizations_file),
+            TokenCache(redis, os.urandom(32)),
+            http,
+            Auditor(None, source="auth"),
+            attempts=1,
         ),
         ehr,
         redis,

@@ -216,3 +216,12 @@ def test_a_subscription_may_bring_its_own_secret(folder: Path) -> None:
         },
     )
     assert "ingest.subscriptions.0.secrets.0.file" in message
+
+
+def test_audit_copies_need_a_feature_to_write_with(folder: Path) -> None:
+    assert _load(folder, _record()).audit.write_to_ehr is False
+    message = _error(folder, {"org1": _record(audit={"write_to_ehr": True})})
+    assert "audit.feature 'audit' is not one of this organization's features" in message
+    features = {"news2": ["system/Observation.read"], "audit": ["system/AuditEvent.write"]}
+    org = _load(folder, _record(features=features, audit={"write_to_ehr": True}))
+    assert org.audit.write_to_ehr and org.audit.feature == "audit"

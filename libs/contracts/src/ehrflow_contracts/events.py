@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from ehrflow_contracts.audit import audit_event
 from ehrflow_contracts.envelope import Envelope
 
 Flavour = Literal["r4-backport", "r4b-backport", "r5", "r4-classic"]
@@ -225,7 +226,20 @@ class AuditRecorded(Envelope):
     """Who did what, for which organization, with which outcome. Ids and references only: never a token,
     an assertion, a key or patient data beyond a reference."""
 
-    action: str = Field(description="e.g. `token.issued`, `token.refused`, `token.served`, `session.started`.")
+    action: str = Field(
+        description="e.g. `token.issued`, `session.started`, `review.viewed`, `review.decided`, `draft.written`."
+    )
     outcome: Literal["success", "failure"]
     actor: str = Field(description="The calling service, or the user (`Practitioner/…`) of a session.")
     details: dict[str, str | int | float | None] = Field(default_factory=dict)
+    source: str = Field(default="-", description="The ehrflow service that recorded it (`auth`, `writeback`).")
+    patient: str | None = Field(default=None, description="`Patient/…` the action concerned, if one.")
+    entities: tuple[str, ...] = Field(default=(), description="`Type/id` of FHIR resources read or written.")
+    drafts: tuple[str, ...] = Field(default=(), description="Ids of the drafts the action concerned.")
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="The record as a FHIR R4 AuditEvent, IHE BALP style (`ehrflow_contracts.audit`)."
+    )
+    @property
+    def audit_event(self) -> dict[str, Any]:
+        return audit_event(self)

@@ -46,7 +46,8 @@ WRITEBACK_COMPLETED = "ehrflow.writeback.write.completed.v1"
 """An approved draft was written to its organization's EHR (or definitively failed)."""
 
 AUDIT = "ehrflow.auth.audit.recorded.v1"
-"""Security-relevant facts: tokens issued or refused, launches, sessions. Never a token or a key."""
+"""Security-relevant facts, each with its FHIR AuditEvent: tokens issued or refused, launches, sessions (auth);
+views of drafts, decisions, writes (writeback). Never a token, a key or free text."""
 
 DEAD_LETTER = "ehrflow.platform.message.deadlettered.v1"
 """Messages a consumer could not process for a permanent reason."""

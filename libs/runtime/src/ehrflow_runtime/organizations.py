@@ -338,6 +338,23 @@ class OrganizationTls(_Strict):
         return self
 
 
+class AuditCopies(_Strict):
+    """Whether this organization's audit records are also written to its EHR, as FHIR AuditEvents."""
+
+    write_to_ehr: bool = Field(
+        default=False,
+        description="Write every audit record of this organization (launches, views, decisions, writes, tokens) "
+        "to its FHIR base as an AuditEvent, once each (a conditional create on the record's event id). The audit "
+        "topic stays the record; copies wait, in order, while the EHR is down.",
+    )
+    feature: str = Field(
+        default="audit",
+        pattern=_ORG_ID,
+        description="The feature (in `features`) whose token writes the AuditEvents: its scopes need "
+        "`system/AuditEvent.write` (or `.c`).",
+    )
+
+
 class Organization(_Strict):
     id: str = Field(pattern=_ORG_ID)
     name: str = Field(min_length=1)
@@ -353,6 +370,7 @@ class Organization(_Strict):
     launch: Launch | None = None
     cds_hooks: CdsHooks | None = None
     writeback: WritebackOutputs = WritebackOutputs()
+    audit: AuditCopies = AuditCopies()
     workflows: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Workflows this organization runs, each with overrides of the workflow's shipped contract "
@@ -385,6 +403,12 @@ class Organization(_Strict):
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an absolute http(s) URL")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _audit_feature(self) -> Organization:
+        if self.audit.write_to_ehr and self.audit.feature not in self.features:
+            raise ValueError(f"audit.feature '{self.audit.feature}' is not one of this organization's features")
+        return self
 
     @model_validator(mode="after")
     def _https_unless_allowed(self) -> Organization:

@@ -10,11 +10,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from ehrflow_auth.audit import Auditor
 from ehrflow_auth.live import LiveConfig
 from ehrflow_auth.policy import ServicePolicy
 from ehrflow_auth.service import TokenService
 from ehrflow_runtime.asgi import BodyTooLarge, Disconnected, header, read_body, send_json
+from ehrflow_runtime.audit import Auditor
 from ehrflow_runtime.errors import ConfigurationError, EhrflowError
 
 JWKS_MAX_AGE_S = 300
@@ -101,7 +101,9 @@ class TokenApi:
             return await refuse(502, f"organization {org.id} is misconfigured", str(exc), org.id, feature)
         except EhrflowError as exc:
             return await refuse(502, f"could not obtain a token for organization {org.id}", str(exc), org.id, feature)
-        self._auditor.served(org.id, service or "-", feature)
+        # A cached token handed out again is the hot path: counted (every token issued upstream and every
+        # refusal of an authenticated service stays an individual record).
+        self._auditor.count("token.served", organization=org.id, actor=service, outcome="success", feature=feature)
         return 200, {
             "access_token": granted.access_token,
             "token_type": "bearer",

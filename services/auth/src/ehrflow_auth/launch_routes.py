@@ -15,11 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ehrflow_auth.audit import Auditor
 from ehrflow_auth.launch import LaunchError, Launches
 from ehrflow_auth.live import LiveConfig
 from ehrflow_auth.policy import ServicePolicy
 from ehrflow_auth.sessions import SessionStore
+from ehrflow_runtime.audit import Auditor
 from ehrflow_runtime.cookies import delete_app_cookie, set_app_cookie
 from ehrflow_runtime.sessions import session_cookie_name as cookie_name
 
@@ -90,7 +90,8 @@ def launch_routes(
             organization=org_id,
             actor=done.session.user,
             outcome="success",
-            details={"patient": done.session.patient, "iss": done.session.iss},
+            details={"iss": done.session.iss},
+            patient=f"Patient/{done.session.patient}" if done.session.patient else None,
         )
         response = RedirectResponse(
             f"{done.return_url}#session={done.session_id}", status_code=302, headers={"Cache-Control": "no-store"}
@@ -122,7 +123,7 @@ def launch_routes(
             organization=session.organization_id,
             actor=session.user,
             outcome="success",
-            details={"patient": session.patient},
+            patient=f"Patient/{session.patient}" if session.patient else None,
         )
         response = JSONResponse({"status": "logged out"})
         delete_app_cookie(response, cookie_name(session_id), path="/")

@@ -14,7 +14,6 @@ from faststream.specification import AsyncAPI
 from starlette.applications import Starlette
 
 from ehrflow_auth.app import routes
-from ehrflow_auth.audit import Auditor
 from ehrflow_auth.cache import TokenCache
 from ehrflow_auth.launch import Launches
 from ehrflow_auth.launch_routes import launch_routes
@@ -24,6 +23,7 @@ from ehrflow_auth.service import TokenService
 from ehrflow_auth.sessions import SessionStore
 from ehrflow_auth.settings import AuthSettings
 from ehrflow_contracts import AuditRecorded, topics
+from ehrflow_runtime.audit import Auditor
 from ehrflow_runtime.broker import broker_ready, ensure_topics, make_broker
 from ehrflow_runtime.health import health_routes
 from ehrflow_runtime.http_errors import exception_handlers
@@ -43,7 +43,7 @@ def create_app(settings: AuthSettings) -> Starlette:
     http = make_http_client()
     cache = TokenCache(redis, read_cache_secret(settings.token_cache_key_file))
     broker = make_broker(settings.kafka, client_id="auth")
-    auditor = Auditor(declare(broker), confirm_timeout_s=settings.kafka.publish_timeout_s)
+    auditor = Auditor(declare(broker), source="auth", confirm_timeout_s=settings.kafka.publish_timeout_s)
     clients = OrganizationClients(http)
     tokens = TokenService(live, cache, http, auditor, attempts=settings.token_request_attempts, clients=clients)
     sessions = SessionStore(redis)

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import httpx
 from prometheus_client import Gauge
 
-from ehrflow_auth.audit import Auditor
 from ehrflow_auth.cache import TokenCache, cache_key
 from ehrflow_auth.discovery import SmartConfiguration, discover
 from ehrflow_auth.keys import Key
 from ehrflow_auth.live import LiveConfig
 from ehrflow_auth.token_request import IssuedToken, request_token
+from ehrflow_runtime.audit import Auditor
 from ehrflow_runtime.errors import ConfigurationError
 from ehrflow_runtime.organizations import Organization
 from ehrflow_runtime.tls import OrganizationClients

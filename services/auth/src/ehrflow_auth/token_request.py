@@ -12,8 +12,8 @@ from urllib.parse import quote
 import httpx
 
 from ehrflow_auth.assertion import ASSERTION_TYPE, client_assertion
-from ehrflow_auth.audit import Auditor, Detail
 from ehrflow_auth.keys import Key
+from ehrflow_runtime.audit import Auditor, Detail
 from ehrflow_runtime.errors import ConfigurationError, UpstreamRejected, UpstreamUnavailable
 from ehrflow_runtime.organizations import Organization
 from ehrflow_runtime.settings import read_secret_file
@@ -90,7 +90,7 @@ async def request_token(
     longer one raises RateLimited so the cache can keep serving a still-valid token); other OAuth errors
     are configuration errors.
     """
-    auditor = auditor or Auditor(None)
+    auditor = auditor or Auditor(None, source="auth")
     invalid_client_retried = False
     budget = attempts  # the one retry after invalid_client comes on top of it
     failure: Exception = UpstreamUnavailable(f"{org.id}: token endpoint not reached")

@@ -134,6 +134,16 @@ def routes(context: Callable[[], ReviewContext], access: Callable[[], ReviewAcce
             return operation_outcome(400, "invalid", f"status must be one of {list(STATUSES)}")
         listed = await ctx.queue.list(reviewer.organization, status, patient=reviewer.patient)
         drafts = [d for d in listed if reviewer.may_see(d.draft.patient)]
+        if drafts:
+            patients = {d.draft.patient for d in drafts}
+            await ctx.publishers.auditor.record(
+                "review.viewed",
+                organization=reviewer.organization,
+                actor=reviewer.user or "review-key",
+                outcome="success",
+                patient=next(iter(patients)) if len(patients) == 1 else None,
+                drafts=[d.draft.draft_id for d in drafts],
+            )
         return JSONResponse(
             {"organization": reviewer.organization, "status": status, "drafts": [d.view() for d in drafts]}
         )
@@ -146,6 +156,15 @@ def routes(context: Callable[[], ReviewContext], access: Callable[[], ReviewAcce
         queued = await ctx.queue.get(reviewer.organization, request.path_params["draft_id"])
         if queued is None or not reviewer.may_see(queued.draft.patient):
             return operation_outcome(404, "not-found", "no such draft for this organization and patient")
+        await ctx.publishers.auditor.record(
+            "review.viewed",
+            organization=reviewer.organization,
+            actor=reviewer.user or "review-key",
+            outcome="success",
+            patient=queued.draft.patient,
+            drafts=(queued.draft.draft_id,),
+            correlation_id=queued.draft.correlation_id,
+        )
         return JSONResponse(queued.view())
 
     async def decide(request: Request) -> Response:
@@ -184,7 +203,6 @@ def routes(context: Callable[[], ReviewContext], access: Callable[[], ReviewAcce
         if isinstance(recorded, Refused):
             headers = {"Retry-After": "5"} if recorded.status == 503 else None
             return operation_outcome(recorded.status, recorded.code, recorded.message, headers=headers)
-        audit.info("review decided", extra={"org": org, "draft_id": draft_id, "decision": verdict, "reviewer": who})
         return JSONResponse({"draft_id": draft_id, "decision": verdict, "reviewer": who}, status_code=202)
 
     return [

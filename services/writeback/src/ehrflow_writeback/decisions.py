@@ -8,19 +8,17 @@ expiry, whether its output has text to edit) happen here, before anything is pub
 from __future__ import annotations
 
 import asyncio
-import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-from ehrflow_contracts import AuditRecorded, ReviewDecided
+from ehrflow_contracts import ReviewDecided
 from ehrflow_contracts.events import OverrideReason
 from ehrflow_writeback.handlers import Publishers
 from ehrflow_writeback.queue import QueuedDraft
 from ehrflow_writeback.writer import editable_text
 
 Verdict = Literal["approved", "rejected"]
-audit = logging.getLogger("ehrflow.writeback.audit")
 
 
 @dataclass(frozen=True)
@@ -76,7 +74,16 @@ async def publish_decision(
     refused = refusal(queued, edited_text=edited_text, now=now, roles=roles)
     if refused is not None:
         if refused.status == 403:
-            await _audit_refusal(publishers, queued, reviewer, refused.message)
+            await publishers.auditor.record(
+                "review.refused",
+                organization=queued.draft.organization_id,
+                actor=reviewer,
+                outcome="failure",
+                patient=queued.draft.patient,
+                drafts=(queued.draft.draft_id,),
+                details={"workflow": queued.draft.workflow, "reason": "role", "role": queued.draft.approver_role},
+                correlation_id=queued.draft.correlation_id,
+            )
         return refused
     draft = queued.draft
     decision = ReviewDecided(
@@ -101,22 +108,19 @@ async def publish_decision(
             "transient",
             "the decision was not confirmed in time and may still be recorded; look at the draft before deciding again",
         )
-    return decision
-
-
-async def _audit_refusal(publishers: Publishers, queued: QueuedDraft, reviewer: str, why: str) -> None:
-    """A decision refused for want of a role: a log line and an audit record (references only)."""
-    draft = queued.draft
-    audit.warning("review refused: role", extra={"org": draft.organization_id, "draft_id": draft.draft_id})
-    record = AuditRecorded(
-        organization_id=draft.organization_id,
-        correlation_id=draft.correlation_id,
-        action="review.refused",
-        outcome="failure",
+    await publishers.auditor.record(
+        "review.decided",
+        organization=draft.organization_id,
         actor=reviewer,
-        details={"draft_id": draft.draft_id, "workflow": draft.workflow, "reason": why},
+        outcome="success",
+        patient=draft.patient,
+        drafts=(draft.draft_id,),
+        details={
+            "decision": verdict,
+            "workflow": draft.workflow,
+            "reason_code": reason_code,
+            "edited": "yes" if edited_text is not None else "no",
+        },
+        correlation_id=draft.correlation_id,
     )
-    try:
-        await asyncio.wait_for(publishers.audit.publish(record, key=draft.organization_id.encode()), 5)
-    except Exception:
-        audit.error("audit record not confirmed", extra={"org": draft.organization_id, "action": record.action})
+    return decision

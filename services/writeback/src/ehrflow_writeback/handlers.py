@@ -43,6 +43,9 @@ from ehrflow_contracts import (
     WritebackCompleted,
     topics,
 )
+from ehrflow_contracts.audit import SYSTEM_AUDIT_RECORD
+from ehrflow_contracts.fhir import validate
+from ehrflow_runtime.audit import Auditor
 from ehrflow_runtime.consumers import where
 from ehrflow_runtime.dead_letters import after_retries
 from ehrflow_runtime.errors import PermanentError, RetryableError, UpstreamUnavailable
@@ -60,6 +63,7 @@ FEEDBACK_GROUP = "ehrflow-writeback-feedback"
 WRITER_GROUP = "ehrflow-writeback-writer"
 RETRY_GROUP = "ehrflow-writeback-retry"
 """Each tier consumes in a group of its own (``-1``, ``-2``, ``-3``)."""
+AUDIT_GROUP = "ehrflow-writeback-audit-copies"
 AUTO_REVIEWER = "Device/ehrflow-auto-approval"
 
 
@@ -71,6 +75,8 @@ class Deps:
     raises ``PermanentError`` for a type the organization refuses."""
     health: EhrHealth | None = None
     """Organizations whose EHR answered "unavailable" moments ago; None: always try."""
+    audit_feature: Callable[[str], str | None] = lambda _org: None
+    """The feature whose token writes an organization's audit records to its EHR; None: it wants no copies."""
 
 
 @dataclass(frozen=True)
@@ -80,18 +86,29 @@ class Publishers:
     audit: DefaultPublisher
     completions: DefaultPublisher
     dead: DefaultPublisher
+    auditor: Auditor
+    """Audit records (views, decisions, refusals, writes) on ``audit``, each with its FHIR AuditEvent."""
 
 
 def declare(
-    broker: KafkaBroker, deps: Callable[[], Deps], policy: RetryPolicy | None = None, *, workers: int = 1
+    broker: KafkaBroker,
+    deps: Callable[[], Deps],
+    policy: RetryPolicy | None = None,
+    *,
+    workers: int = 1,
+    audit_timeout_s: float = 5.0,
 ) -> Publishers:
     """``workers`` consumers take decision partitions each, so that many writes run at once."""
     policy = policy or RetryPolicy()
+    audit = broker.publisher(
+        topics.AUDIT,
+        schema=AuditRecorded,
+        description="Views of drafts, decisions, refusals and writes, each with its FHIR AuditEvent.",
+    )
     pubs = Publishers(
         decisions=broker.publisher(topics.REVIEW_DECIDED, schema=ReviewDecided, description="Review decisions."),
-        audit=broker.publisher(
-            topics.AUDIT, schema=AuditRecorded, description="Review refusals (a clinician without the role)."
-        ),
+        audit=audit,
+        auditor=Auditor(audit, source="writeback", confirm_timeout_s=audit_timeout_s),
         feedback=broker.publisher(
             topics.CARD_FEEDBACK, schema=CardFeedback, description="CDS Hooks feedback on drafts' cards."
         ),
@@ -165,7 +182,8 @@ def declare(
 
     async def give_up(decision: ReviewDecided, *, attempts: int, why: str, source: str) -> None:
         """Dead-letter the decision with its record; the draft stays approved and says what happened."""
-        org, key = decision.organization_id, f"{decision.organization_id}|{await _patient(decision)}"
+        org, patient = decision.organization_id, await _patient(decision)
+        key = f"{org}|{patient}"
         log.error("write dead-lettered after its retries", extra={"org": org, "draft_id": decision.draft_id})
         letter = after_retries(decision, home=topics.REVIEW_DECIDED, key=key, attempts=attempts, why=why, source=source)
         await pubs.dead.publish(letter, key=key.encode())
@@ -174,6 +192,16 @@ def declare(
             decision.draft_id,
             detail=f"not written: the EHR was unavailable for {attempts} attempts; the decision is kept in the dead "
             f"letters (event {decision.event_id}) to replay",
+        )
+        await pubs.auditor.record(
+            "draft.write-failed",
+            organization=org,
+            actor=decision.reviewer,
+            outcome="failure",
+            patient=patient or None,
+            drafts=(decision.draft_id,),
+            details={"attempts": attempts, "reason": "unavailable"},
+            correlation_id=decision.correlation_id,
         )
 
     async def _patient(decision: ReviewDecided) -> str:
@@ -221,6 +249,16 @@ def declare(
             return
         except PermanentError as exc:  # the EHR refused it: say so, then let the middleware dead-letter it
             await d.queue.transition(org, decision.draft_id, "approved", "failed", detail=str(exc))
+            await pubs.auditor.record(
+                "draft.write-failed",
+                organization=org,
+                actor=decision.reviewer,
+                outcome="failure",
+                patient=draft.patient,
+                drafts=(decision.draft_id,),
+                details={"attempts": attempts + 1, "reason": "refused"},
+                correlation_id=decision.correlation_id,
+            )
             await pubs.completions.publish(
                 WritebackCompleted(
                     organization_id=org,
@@ -255,6 +293,16 @@ def declare(
             key=key,
         )
         log.info("draft written", extra={"org": org, "draft_id": decision.draft_id, "resource": written.resource})
+        await pubs.auditor.record(
+            "draft.written",
+            organization=org,
+            actor=decision.reviewer,
+            outcome="success",
+            patient=draft.patient,
+            drafts=(decision.draft_id,),
+            entities=(written.resource, written.provenance),
+            correlation_id=decision.correlation_id,
+        )
 
     @broker.subscriber(
         topics.REVIEW_DECIDED,
@@ -289,5 +337,21 @@ def declare(
 
     for tier, topic in enumerate(topics.WRITEBACK_RETRIES, 1):
         retry_tier(tier, topic)
+
+    @broker.subscriber(
+        topics.AUDIT,
+        group_id=AUDIT_GROUP,
+        auto_offset_reset="earliest",
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        description="Audit records to copy to their organization's EHR as AuditEvents, where it asks for them.",
+    )
+    async def on_audit(record: AuditRecorded) -> None:
+        d = deps()
+        feature = d.audit_feature(record.organization_id)
+        if feature is None:
+            return
+        fhir = d.fhir_for(record.organization_id, feature, "AuditEvent")
+        event = validate(record.audit_event)
+        await fhir.create(event, if_none_exist=f"_tag={SYSTEM_AUDIT_RECORD}|{record.event_id}")
 
     return pubs

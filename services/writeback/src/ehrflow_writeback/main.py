@@ -84,8 +84,12 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
                 fhir[key] = FhirClient(clients.for_org(org), tokens, org, feature, base=base)
             return fhir[key]
 
+        def audit_feature(org_id: str) -> str | None:
+            org = registry.get(org_id)
+            return org.audit.feature if org is not None and org.audit.write_to_ehr else None
+
         return Configured(
-            deps=Deps(queue=queue, fhir_for=fhir_for, health=health),
+            deps=Deps(queue=queue, fhir_for=fhir_for, health=health, audit_feature=audit_feature),
             review=ReviewContext(
                 registry=registry,
                 queue=queue,
@@ -96,7 +100,13 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
         )
 
     health = EhrHealth()
-    publishers = declare(broker, lambda: live.current.deps, settings.retry, workers=settings.workers)
+    publishers = declare(
+        broker,
+        lambda: live.current.deps,
+        settings.retry,
+        workers=settings.workers,
+        audit_timeout_s=settings.kafka.publish_timeout_s,
+    )
     trust = CdsTrust(redis, clients.for_org)
     live = Live(settings.organizations_file, configured)
 

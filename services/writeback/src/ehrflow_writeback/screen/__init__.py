@@ -118,9 +118,14 @@ def screen_routes(
                 if q.draft.patient == patient:
                     found[q.draft.draft_id] = q
         drafts = sorted(found.values(), key=lambda q: (q.status != "pending", q.draft.received_at))
-        for q in drafts:
-            audit.info(
-                "draft viewed", extra={"org": org_id, "draft_id": q.draft.draft_id, "reviewer": who.reviewer.user}
+        if drafts:
+            await ctx.publishers.auditor.record(
+                "review.viewed",
+                organization=org_id,
+                actor=who.reviewer.user,
+                outcome="success",
+                patient=patient,
+                drafts=[q.draft.draft_id for q in drafts],
             )
         return page(
             request,
@@ -181,10 +186,6 @@ def screen_routes(
         )
         if isinstance(recorded, Refused):
             return await render(request, who, recorded.status, problem=recorded.message)
-        audit.info(
-            "review decided",
-            extra={"org": org_id, "draft_id": draft_id, "decision": recorded.decision, "reviewer": recorded.reviewer},
-        )
         return RedirectResponse(f"{base_path(org_id)}drafts?decided={draft_id}#draft-{draft_id}", status_code=303)
 
     return [

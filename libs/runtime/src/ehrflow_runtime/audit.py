@@ -1,12 +1,13 @@
-"""Audit records: every token issued or refused, every launch and session (docs/design/smart.md C4).
+"""Audit records: auth's tokens, launches and sessions (docs/design/smart.md C4); writeback's views of
+drafts, decisions and writes.
 
 Each record is a JSON log line on the ``ehrflow.audit`` logger and an ``AuditRecorded`` event on the
-audit topic. What anyone can cause at any rate is counted instead and audited as periodic summaries
-(``Auditor.count``): cached tokens handed out again (``token.served``), token requests without a valid
-service credential (``token.refused`` with reason ``unauthenticated``) and launches started
-(``launch.started``), so that neither a hot path nor an unauthenticated caller makes a log line and a
-confirmed publish per request. Callers pass ids and references only; ``details`` never holds a token,
-assertion or key.
+audit topic, which carries the record as a FHIR AuditEvent too (``ehrflow_contracts.audit``). What anyone
+can cause at any rate is counted instead and audited as periodic summaries (``Auditor.count``): in auth,
+cached tokens handed out again (``token.served``), token requests without a valid service credential
+(``token.refused`` with reason ``unauthenticated``) and launches started (``launch.started``), so that
+neither a hot path nor an unauthenticated caller makes a log line and a confirmed publish per request.
+Callers pass ids and references only; ``details`` never holds a token, assertion, key or free text.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 from ehrflow_contracts import AuditRecorded
@@ -30,8 +31,9 @@ class Publisher(Protocol):
 
 
 class Auditor:
-    def __init__(self, publisher: Publisher | None, *, confirm_timeout_s: float = 2.0) -> None:
+    def __init__(self, publisher: Publisher | None, *, source: str, confirm_timeout_s: float = 2.0) -> None:
         self._publisher = publisher
+        self._source = source
         self._timeout = confirm_timeout_s
         self._counts: Counter[Summary] = Counter()
 
@@ -47,11 +49,6 @@ class Auditor:
         """Count one occurrence; ``flush_summaries`` audits the counts, one record per distinct
         (action, organization, actor, outcome, details) and interval, with ``count`` and ``interval_s``."""
         self._counts[(action, organization or "-", actor or "-", outcome, tuple(sorted(details.items())))] += 1
-
-    def served(self, organization: str, service: str, feature: str) -> None:
-        """A cached token handed to a service again: the hot path, counted (every token issued upstream
-        and every refusal of an authenticated service stays an individual record)."""
-        self.count("token.served", organization=organization, actor=service, outcome="success", feature=feature)
 
     async def flush_summaries(self, interval_s: float) -> None:
         counts, self._counts = self._counts, Counter()
@@ -72,21 +69,31 @@ class Auditor:
         actor: str | None,
         outcome: Literal["success", "failure"],
         details: Mapping[str, Detail] | None = None,
+        patient: str | None = None,
+        drafts: Sequence[str] = (),
+        entities: Sequence[str] = (),
+        correlation_id: str | None = None,
         confirm: bool = True,
     ) -> None:
-        """Log and publish one record. ``confirm=False`` hands it to the producer without waiting for the
-        broker (for the per-request ``token.served`` records on the hot path)."""
+        """Log and publish one record: ``patient`` a ``Patient/…`` reference, ``drafts`` draft ids,
+        ``entities`` ``Type/id`` of FHIR resources. ``confirm=False`` hands it to the producer without
+        waiting for the broker."""
         details = dict(details or {})
         record = AuditRecorded(
             organization_id=organization or "-",
-            correlation_id=str(details.get("jti") or details.get("session") or action),
+            correlation_id=correlation_id or str(details.get("jti") or details.get("session") or action),
             action=action,
             outcome=outcome,
             actor=actor or "-",
             details=details,
+            source=self._source,
+            patient=patient,
+            drafts=tuple(drafts),
+            entities=tuple(entities),
         )
         level = logging.INFO if outcome == "success" else logging.WARNING
-        log.log(level, action, extra={"org": organization, "actor": actor, "outcome": outcome, **details})
+        where = {"drafts": ",".join(drafts)} if drafts else {}  # ids only; a patient reference stays off the log
+        log.log(level, action, extra={"org": organization, "actor": actor, "outcome": outcome, **details, **where})
         if self._publisher is None:
             return
         key = (organization or "-").encode()
