@@ -3,22 +3,17 @@
 Every ``AuditRecorded`` on the audit topic carries its AuditEvent (``AuditRecorded.audit_event``), and
 writeback writes it to an organization's EHR where that organization asks for it. What an action becomes:
 
-=======================================  ==========================================  ======  ================
-actions                                  type / subtype                              action  BALP profile
-=======================================  ==========================================  ======  ================
-``session.*``, ``launch.*``, ``token.*``  DICOM 110114 User Authentication / 110122    E       (none in BALP)
-                                         Login
-``review.viewed``                        ``rest`` / ``read``                         R       (Patient)Read
-``review.decided``, ``review.refused``   ``rest`` / ``update``                       U       (Patient)Update
-``draft.written``, ``draft.write-failed`` ``rest`` / ``create``                      C       (Patient)Create
-anything else                            DICOM 110100 Application Activity           E       (none)
-=======================================  ==========================================  ======  ================
+- ``session.*``, ``launch.*``, ``token.*``: DICOM 110114 User Authentication / 110122 Login, action E;
+- ``review.viewed``: ``rest`` / ``read``, action R, BALP (Patient)Read;
+- ``review.decided``, ``review.refused``: ``rest`` / ``update``, action U, BALP (Patient)Update;
+- ``draft.written``, ``draft.write-failed``: ``rest`` / ``create``, action C, BALP (Patient)Create;
+- anything else: DICOM 110100 Application Activity, action E.
 
 The agents are BALP's: the requestor (a clinician's ``Practitioner/…`` reference, or an ehrflow service as
 the *Source Role ID*) and ehrflow as the *Destination Role ID*; ``source`` names the service that saw it and
 ``site`` the organization. Entities are references only: the patient (role *Patient*), each FHIR resource
 touched, and each draft by its identifier; the record's ``details`` (ids, codes, counts; never free text)
-ride on the first of them. No names, no values, no comments.
+ride on the first entity that is not the patient. No names, no values, no comments.
 """
 
 from __future__ import annotations
