@@ -7,7 +7,6 @@ reaches organization 1's EHR."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +18,7 @@ from ehrflow_contracts.audit import SYSTEM_AUDIT_RECORD
 from ehrflow_contracts.fhir import SYSTEM_DRAFT, validate
 from ehrflow_devstack.drafts import news2_draft
 from ehrflow_devstack.kafka_read import publish_events, wait_for_records
+from ehrflow_devstack.processes import wait_until
 from ehrflow_devstack.scenario import Ehr
 from ehrflow_devstack.stack import Stack
 
@@ -39,14 +39,6 @@ def _api(stack: Stack, draft: DraftProposed, method: str, path: str = "", **kwar
     )
 
 
-def _until(done: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not done():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        time.sleep(0.5)
-
-
 def _status(stack: Stack, draft: DraftProposed) -> str:
     answer = _api(stack, draft, "GET")
     return str(answer.json().get("status")) if answer.status_code == 200 else f"http {answer.status_code}"
@@ -58,9 +50,9 @@ def test_views_decisions_and_writes_are_audit_events_copied_to_the_ehr_that_asks
     theirs = news2_draft("org2", "Patient/audit-2")
     asyncio.run(publish_events(stack.broker.url, topics.DRAFT_PROPOSED, [ours, theirs]))
     for draft in (ours, theirs):
-        _until(lambda d=draft: _status(stack, d) == "pending", 60, "the drafts are queued")  # type: ignore[misc]
+        wait_until("the drafts are queued", lambda d=draft: _status(stack, d) == "pending", 60)  # type: ignore[misc]
         assert _api(stack, draft, "POST", "/approve", json={"reviewer": REVIEWER}).status_code == 202
-        _until(lambda d=draft: _status(stack, d) == "written", 60, "the drafts are written")  # type: ignore[misc]
+        wait_until("the drafts are written", lambda d=draft: _status(stack, d) == "written", 60)  # type: ignore[misc]
 
     wanted = {"review.viewed", "review.decided", "draft.written"}
 
@@ -106,7 +98,7 @@ def test_views_decisions_and_writes_are_audit_events_copied_to_the_ehr_that_asks
         def copies(ehr: Ehr, record: dict[str, Any]) -> list[dict[str, Any]]:
             return ehr.search("AuditEvent", _tag=f"{SYSTEM_AUDIT_RECORD}|{record['event_id']}")
 
-        _until(lambda: all(copies(org1, r) for r in mine.values()), 60, "organization 1's EHR has its copies")
+        wait_until("organization 1's EHR has its copies", lambda: all(copies(org1, r) for r in mine.values()), 60)
         for action, record in mine.items():
             [copy] = copies(org1, record)  # exactly one, however often the record was delivered
             assert copy["action"] == record["audit_event"]["action"], action

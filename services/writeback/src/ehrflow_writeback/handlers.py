@@ -83,11 +83,10 @@ class Deps:
 class Publishers:
     decisions: DefaultPublisher
     feedback: DefaultPublisher
-    audit: DefaultPublisher
     completions: DefaultPublisher
     dead: DefaultPublisher
     auditor: Auditor
-    """Audit records (views, decisions, refusals, writes) on ``audit``, each with its FHIR AuditEvent."""
+    """Audit records (views, decisions, refusals, writes) on the audit topic, each with its FHIR AuditEvent."""
 
 
 def declare(
@@ -107,7 +106,6 @@ def declare(
     )
     pubs = Publishers(
         decisions=broker.publisher(topics.REVIEW_DECIDED, schema=ReviewDecided, description="Review decisions."),
-        audit=audit,
         auditor=Auditor(audit, source="writeback", confirm_timeout_s=audit_timeout_s),
         feedback=broker.publisher(
             topics.CARD_FEEDBACK, schema=CardFeedback, description="CDS Hooks feedback on drafts' cards."
