@@ -89,6 +89,22 @@ def test_missing_key_file_names_the_field(folder: Path) -> None:
     assert "backend_auth.keys.0.file" in _error(folder, {"org1": _record()})
 
 
+def test_only_the_credential_holder_needs_the_credential_files(folder: Path) -> None:
+    """Every service but auth loads the registry with ``credentials=False``, so their pods need not mount
+    the organizations' signing keys and client secrets; every other file is still required."""
+    (folder / "keys" / "k.pem").unlink()
+    secret = _record(backend_auth={"client_id": "c1", "method": "client_secret_basic", "client_secret_file": "nope"})
+    path = _write(folder, {"org1": _record(), "org2": secret})
+    registry = load_registry(path, credentials=False)
+    org1 = registry.get("org1")
+    assert org1 is not None and org1.backend_auth.keys[0].file == folder / "keys" / "k.pem"
+    with pytest.raises(ConfigurationError, match="backend_auth.keys.0.file"):
+        load_registry(path)
+    (folder / "secrets" / "hook").unlink()
+    with pytest.raises(ConfigurationError, match="ingest.secrets.0.file"):
+        load_registry(path, credentials=False)
+
+
 def test_unknown_field_is_rejected(folder: Path) -> None:
     assert "client_secret" in _error(folder, {"org1": _record(client_secret="inline-secret")})
 

@@ -6,17 +6,54 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 from faststream.kafka import KafkaBroker
 from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+from faststream.kafka.security import parse_security
+from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from opentelemetry.trace import TracerProvider
 
 from ehrflow_runtime.consumers import ConsumerErrors
-from ehrflow_runtime.settings import ConsumerPolicy, KafkaSettings
+from ehrflow_runtime.settings import ConsumerPolicy, KafkaSettings, read_secret_file
 
 log = logging.getLogger(__name__)
+
+
+SASL = {"PLAIN": SASLPlaintext, "SCRAM-SHA-256": SASLScram256, "SCRAM-SHA-512": SASLScram512}
+
+
+def security(kafka: KafkaSettings) -> BaseSecurity | None:
+    """FastStream's description of how to reach the brokers (TLS, SASL), or None for PLAINTEXT.
+
+    The broker takes it as it is; the plain aiokafka clients (admin, topic reader, dead-letter replay,
+    ingest's sink) take the same thing as keyword arguments from ``client_options``.
+    """
+    if kafka.security_protocol == "PLAINTEXT":
+        return None
+    use_ssl = kafka.security_protocol.endswith("SSL")
+    context = (
+        create_ssl_context(
+            cafile=str(kafka.ssl_ca_file) if kafka.ssl_ca_file else None,
+            certfile=str(kafka.ssl_cert_file) if kafka.ssl_cert_file else None,
+            keyfile=str(kafka.ssl_key_file) if kafka.ssl_key_file else None,
+        )
+        if use_ssl
+        else None
+    )
+    if not kafka.security_protocol.startswith("SASL_"):
+        return BaseSecurity(ssl_context=context, use_ssl=True)
+    assert kafka.sasl_username is not None and kafka.sasl_password_file is not None  # KafkaSettings checks
+    password = read_secret_file(kafka.sasl_password_file).get_secret_value()
+    return SASL[kafka.sasl_mechanism](kafka.sasl_username, password, ssl_context=context, use_ssl=use_ssl)
+
+
+def client_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """``bootstrap_servers`` and the security keyword arguments of an aiokafka client."""
+    return {"bootstrap_servers": kafka.bootstrap_servers, **parse_security(security(kafka))}
 
 
 def make_broker(
@@ -34,6 +71,7 @@ def make_broker(
     """
     return KafkaBroker(
         kafka.bootstrap_servers,
+        security=security(kafka),
         client_id=client_id,
         acks="all",
         enable_idempotence=kafka.enable_idempotence,
@@ -52,7 +90,7 @@ async def ensure_topics(kafka: KafkaSettings, topics: Iterable[str]) -> None:
     """Create missing topics (a platform may manage them instead: set ``create_topics`` false)."""
     if not kafka.create_topics:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         existing = set(await admin.list_topics())

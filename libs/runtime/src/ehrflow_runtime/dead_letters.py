@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaProducer
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ehrflow_contracts import DeadLettered, Envelope, topics
+from ehrflow_runtime.broker import client_options
 from ehrflow_runtime.settings import KafkaSettings
 from ehrflow_runtime.topic_reader import read_topic
 
@@ -93,9 +94,7 @@ async def replay(kafka: KafkaSettings, letters: list[Letter]) -> list[Letter]:
     chosen = [x for x in letters if x.replay_topic and isinstance((x.letter.payload or {}).get("record"), dict)]
     if not chosen:
         return []
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap_servers, acks="all", max_request_size=kafka.max_message_bytes
-    )
+    producer = AIOKafkaProducer(**client_options(kafka), acks="all", max_request_size=kafka.max_message_bytes)
     await producer.start()
     try:
         for x in chosen:

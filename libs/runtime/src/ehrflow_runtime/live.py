@@ -69,10 +69,12 @@ def _fingerprint(paths: list[Path]) -> str:
 class Live(Generic[T]):
     """The registry at ``path`` and ``build(registry)``, rebuilt when any file they came from changes."""
 
-    def __init__(self, path: Path, build: Callable[[Registry], T]) -> None:
+    def __init__(self, path: Path, build: Callable[[Registry], T], *, credentials: bool = True) -> None:
+        """``credentials=False`` for every service but auth: the EHR credential files need not be mounted."""
         self.path = path
         self._build = build
-        self.registry = load_registry(path)
+        self._credentials = credentials
+        self.registry = load_registry(path, credentials=credentials)
         self.current: T = build(self.registry)
         self._stamp = _fingerprint([path, *files_of(self.registry)])
         self._hangup = asyncio.Event()
@@ -84,7 +86,7 @@ class Live(Generic[T]):
         if stamp == self._stamp:
             return False
         try:
-            registry = load_registry(self.path)
+            registry = load_registry(self.path, credentials=self._credentials)
             current = self._build(registry)
         except Exception as exc:  # a half-written file, a missing secret: keep serving with the last good one
             log.error(

@@ -470,46 +470,56 @@ def _fail(path: Path, org: str | None, field: str, message: str) -> Configuratio
     return ConfigurationError(f"{path}: {where}field '{field}': {message}")
 
 
-def _resolve_files(org: Organization, folder: Path) -> Organization:
-    """Make every secret path absolute and check that the file exists."""
+def _resolve_files(org: Organization, folder: Path, *, credentials: bool) -> Organization:
+    """Make every secret path absolute and check that the file exists. The EHR credentials (signing keys,
+    client secrets) are only checked where they are used (``credentials``): the auth service alone holds
+    them, so the other services' pods need not mount them."""
 
     def resolve(p: Path) -> Path:
         return p if p.is_absolute() else (folder / p).resolve()
 
     data = org.model_dump()
-    checks: list[tuple[str, list[Any], str]] = [("review.api_key_file", ["review"], "api_key_file")]
+    checks: list[tuple[str, list[Any], str, bool]] = [("review.api_key_file", ["review"], "api_key_file", True)]
     checks += [
-        (f"backend_auth.keys.{i}.file", ["backend_auth", "keys", i], "file") for i in range(len(org.backend_auth.keys))
+        (f"backend_auth.keys.{i}.file", ["backend_auth", "keys", i], "file", credentials)
+        for i in range(len(org.backend_auth.keys))
     ]
     if org.backend_auth.client_secret_file is not None:
-        checks.append(("backend_auth.client_secret_file", ["backend_auth"], "client_secret_file"))
-    checks += [(f"ingest.secrets.{i}.file", ["ingest", "secrets", i], "file") for i in range(len(org.ingest.secrets))]
+        checks.append(("backend_auth.client_secret_file", ["backend_auth"], "client_secret_file", credentials))
     checks += [
-        (f"ingest.signatures.{i}.file", ["ingest", "signatures", i], "file") for i in range(len(org.ingest.signatures))
+        (f"ingest.secrets.{i}.file", ["ingest", "secrets", i], "file", True) for i in range(len(org.ingest.secrets))
     ]
     checks += [
-        (f"ingest.subscriptions.{i}.secrets.{j}.file", ["ingest", "subscriptions", i, "secrets", j], "file")
+        (f"ingest.signatures.{i}.file", ["ingest", "signatures", i], "file", True)
+        for i in range(len(org.ingest.signatures))
+    ]
+    checks += [
+        (f"ingest.subscriptions.{i}.secrets.{j}.file", ["ingest", "subscriptions", i, "secrets", j], "file", True)
         for i, sub in enumerate(org.ingest.subscriptions)
         for j in range(len(sub.secrets))
     ]
     if org.tls is not None:
         checks += [
-            (f"tls.{name}", ["tls"], name)
+            (f"tls.{name}", ["tls"], name, True)
             for name in ("client_cert_file", "client_key_file", "ca_file")
             if getattr(org.tls, name) is not None
         ]
-    for dotted, route, key in checks:
+    for dotted, route, key, required in checks:
         node: Any = data
         for step in route:
             node = node[step]
         node[key] = resolve(Path(node[key]))
-        if not node[key].is_file():
+        if required and not node[key].is_file():
             raise ValueError(f"{dotted}|file not found: {node[key]}")
     return Organization.model_validate(data)
 
 
-def load_registry(path: Path | str) -> Registry:
-    """Load and validate the registry; raise ConfigurationError naming file, organization and field."""
+def load_registry(path: Path | str, *, credentials: bool = True) -> Registry:
+    """Load and validate the registry; raise ConfigurationError naming file, organization and field.
+
+    ``credentials=False``: the EHR credential files (``backend_auth``) need not exist; every service but
+    auth loads the registry so.
+    """
     path = Path(path).resolve()
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -528,7 +538,7 @@ def load_registry(path: Path | str) -> Registry:
             raise _fail(path, str(org_id), "-", "expected a mapping")
         try:
             org = Organization.model_validate({"id": org_id, **record})
-            orgs[org.id] = _resolve_files(org, path.parent)
+            orgs[org.id] = _resolve_files(org, path.parent, credentials=credentials)
         except ValidationError as exc:
             raise _fail(path, str(org_id), *_field_and_message(exc.errors()[0])) from None
         except ValueError as exc:

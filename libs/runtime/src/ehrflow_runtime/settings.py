@@ -6,8 +6,9 @@ Nested fields use ``__``: ``EHRFLOW_KAFKA__BOOTSTRAP_SERVERS=broker:9092``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,6 +30,31 @@ class KafkaSettings(BaseModel):
         "the topics ehrflow creates. The brokers' own `message.max.bytes` (and `replica.fetch.max.bytes`) must "
         "allow it too, and topics made by a platform need the same `max.message.bytes`.",
     )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How every Kafka client of the service connects to the brokers."
+    )
+    ssl_ca_file: Path | None = Field(
+        default=None, description="The brokers' CA (PEM) for SSL and SASL_SSL; unset: the system's trust store."
+    )
+    ssl_cert_file: Path | None = Field(default=None, description="Client certificate (PEM) for mutual TLS.")
+    ssl_key_file: Path | None = Field(default=None, description="Its private key (PEM), from a Secret.")
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password_file: Path | None = Field(
+        default=None, description="File holding the SASL password (a mounted Secret); read at start-up."
+    )
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and (
+            self.sasl_username is None or self.sasl_password_file is None
+        ):
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_username and sasl_password_file")
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError("ssl_cert_file and ssl_key_file go together (mutual TLS)")
+        if not self.security_protocol.endswith("SSL") and (self.ssl_ca_file or self.ssl_cert_file):
+            raise ValueError(f"ssl_* files are set but security_protocol {self.security_protocol} does not use TLS")
+        return self
 
 
 class ConsumerPolicy(BaseModel):

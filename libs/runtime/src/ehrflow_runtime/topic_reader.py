@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from ehrflow_runtime.broker import client_options
 from ehrflow_runtime.settings import KafkaSettings
 
 
 async def read_topic(kafka: KafkaSettings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record on ``topic`` now, in order within each partition (partitions one after another)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
+        **client_options(kafka),
         enable_auto_commit=False,
         group_id=None,
         max_partition_fetch_bytes=kafka.max_message_bytes,

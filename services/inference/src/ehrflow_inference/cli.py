@@ -38,7 +38,7 @@ def contract_schemas() -> dict[str, str]:
 
 async def _check(organizations: Path, only: str | None, timeout_s: float) -> int:
     try:
-        registry = load_registry(organizations)
+        registry = load_registry(organizations, credentials=False)
         enabled = enabled_contracts(registry)
     except ConfigurationError as exc:
         print(f"invalid configuration: {exc}", file=sys.stderr)

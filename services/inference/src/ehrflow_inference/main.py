@@ -59,7 +59,7 @@ def create_app(settings: InferenceSettings, broker: KafkaBroker | None = None) -
         }
         return Deps(enabled=enabled, fhir_for=lambda org, feature: fhir[(org, feature)], models=models, parking=parking)
 
-    live = Live(settings.organizations_file, configured)
+    live = Live(settings.organizations_file, configured, credentials=False)
     declare(broker, lambda: live.current, settings.retry, workers=settings.workers)
 
     async def check_contracts() -> None:

@@ -67,7 +67,7 @@ def create_app(settings: IngestSettings, sink: Sink | None = None) -> Starlette:
         fhir = {org.id: FhirClient(clients.for_org(org), tokens, org, FEATURE) for org in registry} if tokens else {}
         return Configured(registry, SenderSecrets(list(registry)), fhir)
 
-    live = Live(settings.organizations_file, configured)
+    live = Live(settings.organizations_file, configured, credentials=False)
     ctx = IngestContext(
         live=live,
         recorder=recorder,

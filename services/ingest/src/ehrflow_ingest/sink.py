@@ -20,6 +20,7 @@ from opentelemetry.propagate import inject
 from pydantic import BaseModel
 
 from ehrflow_ingest.partitioner import partition
+from ehrflow_runtime.broker import client_options
 from ehrflow_runtime.settings import KafkaSettings
 
 JSON = ("content-type", b"application/json")
@@ -51,7 +52,7 @@ class KafkaSink:
     async def start(self) -> None:
         """Connect (aiokafka wants its producer made inside the running event loop)."""
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self._kafka.bootstrap_servers,
+            **client_options(self._kafka),
             client_id=self._client_id,
             acks="all",
             enable_idempotence=self._kafka.enable_idempotence,

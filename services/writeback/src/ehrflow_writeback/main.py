@@ -108,7 +108,7 @@ def create_app(settings: WritebackSettings, broker: KafkaBroker | None = None) -
         audit_timeout_s=settings.kafka.publish_timeout_s,
     )
     trust = CdsTrust(redis, clients.for_org)
-    live = Live(settings.organizations_file, configured)
+    live = Live(settings.organizations_file, configured, credentials=False)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
