@@ -132,19 +132,22 @@ class Stack:
         self._started.append(item)
         return item
 
+    def replica_env(self, service: str, url: str, **overrides: str) -> dict[str, str]:
+        """The settings of another replica of ``service`` on this stack, listening at ``url``."""
+        return {
+            **self.service_env(service),
+            "EHRFLOW_PUBLIC_URL": url,
+            **overrides,
+            "EHRFLOW_PORT": url.rsplit(":", 1)[1],
+        }
+
     def start_service(
         self, service: str, log: Path, *, url: str | None = None, **overrides: str
     ) -> tuple[Process, str]:
         """Another replica of ``service`` on this stack, with settings overridden (``EHRFLOW_*`` names);
         the caller stops it. Returns the process and its URL."""
         url = url or f"http://127.0.0.1:{free_port()}"
-        env = {
-            **self.service_env(service),
-            "EHRFLOW_PUBLIC_URL": url,
-            **overrides,
-            "EHRFLOW_PORT": url.rsplit(":", 1)[1],
-        }
-        return launch_service(service, url, log, env), url
+        return launch_service(service, url, log, self.replica_env(service, url, **overrides)), url
 
     def registry_declaring(self, name: str, criteria: str, *, topic: str | None = None) -> Path:
         """The stack's organization file plus one subscription org1 declares (``name``, ``criteria``; on the
@@ -186,11 +189,13 @@ class Stack:
         self.stop()
 
 
-def launch_service(service: str, url: str, log: Path, env: dict[str, str], timeout: float = 90) -> Process:
+def launch_service(
+    service: str, url: str, log: Path, env: dict[str, str], timeout: float = 90, argv: list[str] | None = None
+) -> Process:
     """Start one ehrflow service process and wait until its ``/readyz`` answers 200."""
     proc = Process(
         service,
-        [sys.executable, "-m", f"ehrflow_{service}.main"],
+        argv or [sys.executable, "-m", f"ehrflow_{service}.main"],
         log,
         env=env,
         ready=functools.partial(http_ok, f"{url}/readyz"),
