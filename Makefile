@@ -13,6 +13,9 @@ MODELS_VENV  := .venv-models
 MODELS_STAMP := $(MODELS_VENV)/.installed
 # The review screen's browser tests: Debian's Chromium and axe-core (ehrflow_devstack.browser).
 BROWSER_STAMP := $(VENV)/.browser
+# The Helm chart's policy scan: checkov pins an older `packaging` than pytest allows, so it has its own.
+SCAN_VENV  := .venv-scan
+SCAN_STAMP := $(SCAN_VENV)/.installed
 
 .PHONY: help setup demo test test-unit test-integration stack docs asyncapi lint bench clean
 
@@ -21,7 +24,7 @@ help:
 	@echo "make test              lint, then every test: unit, handler, integration and end-to-end on real parts"
 	@echo "make lint              ruff (lint and format check) and mypy --strict"
 	@echo "make stack             start the local stack and keep it running (Ctrl-C stops it)"
-	@echo "make docs              regenerate docs/asyncapi/*.yaml and docs/contracts/*.schema.json from the code"
+	@echo "make docs              regenerate docs/asyncapi/*.yaml, docs/contracts/*.schema.json and the chart's README from their sources"
 	@echo "make bench             run the benchmarks and append their figures to docs/benchmarks.md"
 	@echo "make clean             remove .venv and the local stack's state"
 
@@ -46,11 +49,18 @@ $(MODELS_STAMP): requirements-models.lock requirements-llama-server.lock devstac
 	devstack/model_servers/build-llama-server $(MODELS_VENV)/bin/python $(MODELS_VENV)/bin
 	touch $@
 
+$(SCAN_STAMP): requirements-scan.lock
+	test -x $(SCAN_VENV)/bin/python || $(PYTHON) -m venv $(SCAN_VENV)
+	$(SCAN_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+		-r requirements-scan.lock
+	$(SCAN_VENV)/bin/python -m pip check --disable-pip-version-check
+	touch $@
+
 $(BROWSER_STAMP): $(STAMP) devstack/src/ehrflow_devstack/browser.py
 	$(BIN)/python -m ehrflow_devstack.browser
 	touch $@
 
-setup: $(STAMP) $(MODELS_STAMP) $(BROWSER_STAMP)
+setup: $(STAMP) $(MODELS_STAMP) $(BROWSER_STAMP) $(SCAN_STAMP)
 
 demo: setup
 	$(BIN)/python -m ehrflow_devstack demo
@@ -83,8 +93,9 @@ bench: setup
 docs: setup
 	$(BIN)/python -m ehrflow_devstack asyncapi
 	$(BIN)/ehrflow-inference contract-schemas --out docs/contracts
+	$(BIN)/python -m ehrflow_devstack.chart_docs
 
 asyncapi: docs
 
 clean:
-	rm -rf $(VENV) $(MODELS_VENV) .ehrflow .pytest_cache
+	rm -rf $(VENV) $(MODELS_VENV) $(SCAN_VENV) .ehrflow .pytest_cache

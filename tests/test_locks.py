@@ -117,6 +117,7 @@ def test_a_missing_package_is_found() -> None:
         ("requirements.in", "requirements.lock"),
         ("requirements-runtime.in", "requirements-runtime.lock"),
         ("requirements-build.in", "requirements-build.lock"),
+        ("requirements-scan.in", "requirements-scan.lock"),
     ],
 )
 def test_every_pin_asked_for_is_locked(source: str, lock: str) -> None:

@@ -89,6 +89,11 @@ class CommonSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     consumer: ConsumerPolicy = ConsumerPolicy()
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    redis_url_file: Path | None = Field(
+        default=None,
+        description="A file holding the Redis URL (a mounted Secret, when the URL carries a password); read at "
+        "start-up, and used instead of `redis_url`.",
+    )
     host: str = "127.0.0.1"
     port: int = 8000
     max_concurrency: int = Field(
@@ -98,6 +103,12 @@ class CommonSettings(BaseSettings):
         "server answers 503 at once.",
     )
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _redis_url_from_file(self) -> CommonSettings:
+        if self.redis_url_file is not None:
+            self.redis_url = read_secret_file(self.redis_url_file)
+        return self
 
 
 class AuthClientSettings(BaseModel):
