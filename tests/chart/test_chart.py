@@ -156,7 +156,7 @@ def test_nothing_is_guessed() -> None:
     """The chart's defaults alone do not install: Kafka, Redis, the organizations and the Secrets are required."""
     with pytest.raises(helm.HelmValuesError) as refused:
         render({})
-    for missing in ("/kafka/bootstrapServers", "/redis", "/secrets/organizations/existingSecret"):
+    for missing in ("/image/registry", "/kafka/bootstrapServers", "/redis", "/secrets/organizations/existingSecret"):
         assert missing in str(refused.value)
 
 
@@ -275,8 +275,8 @@ def test_the_configuration_is_what_the_services_accept(case: str) -> None:
     for org_id, record in registry["organizations"].items():
         Organization.model_validate({"id": org_id, **record})
     policy = yaml.safe_load(config_map["data"]["policy.yaml"])
-    enabled = {name for name, svc in values(case).get("services", {}).items() if not svc["enabled"]}
-    assert set(policy["services"]) == AUTH_CLIENTS - enabled
+    disabled = {name for name, svc in values(case).get("services", {}).items() if not svc["enabled"]}
+    assert set(policy["services"]) == AUTH_CLIENTS - disabled
     for name, grant in policy["services"].items():
         assert ServiceGrant.model_validate(grant).credential_file == Path(f"/etc/ehrflow/service-credentials/{name}")
 
