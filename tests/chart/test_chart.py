@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -527,3 +528,47 @@ def test_the_policy_scan_finds_nothing(tmp_path: Path) -> None:
     failed = report["results"]["failed_checks"] if isinstance(report, dict) else report[0]["results"]["failed_checks"]
     assert summary["passed"] > 1000 and summary["parsing_errors"] == 0
     assert [(f["check_id"], f["resource"]) for f in failed] == []
+
+
+def _setting_names(model: type[Any], prefix: str = "EHRFLOW_") -> set[str]:
+    """The environment variables a settings class reads: ``EHRFLOW_<FIELD>``, nested fields joined by ``__``."""
+    from pydantic import BaseModel
+
+    names: set[str] = set()
+    for field, info in model.model_fields.items():
+        name = f"{prefix}{field.upper()}"
+        names.add(name)
+        for kind in (info.annotation, *getattr(info.annotation, "__args__", ())):
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                names |= _setting_names(kind, f"{name}__")
+    return names
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_setting_the_chart_gives_is_one_the_service_reads(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A misspelt variable would be ignored silently by the service; here it fails. The values parse, too."""
+    from ehrflow_auth.settings import AuthSettings
+    from ehrflow_inference.settings import InferenceSettings
+    from ehrflow_ingest.settings import IngestSettings
+    from ehrflow_runtime.create_topics import TopicSettings
+    from ehrflow_writeback.settings import WritebackSettings
+
+    classes = {
+        "auth": AuthSettings,
+        "ingest": IngestSettings,
+        "inference": InferenceSettings,
+        "writeback": WritebackSettings,
+        "topics": TopicSettings,
+    }
+    for name, pod in pods(case):
+        env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+        assert set(env) <= _setting_names(classes[name]), (name, set(env) - _setting_names(classes[name]))
+        for key in [k for k in os.environ if k.startswith("EHRFLOW_")]:
+            monkeypatch.delenv(key)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        if "EHRFLOW_REDIS_URL_FILE" in env:
+            monkeypatch.delenv("EHRFLOW_REDIS_URL_FILE")  # the file is the Secret's, mounted in the pod only
+        if "EHRFLOW_KAFKA__SASL_PASSWORD_FILE" in env:
+            assert env["EHRFLOW_KAFKA__SECURITY_PROTOCOL"].startswith("SASL_")
+        classes[name]()  # type: ignore[call-arg]
