@@ -197,12 +197,16 @@ async def test_writeback_killed_between_a_resource_and_its_provenance_writes_eac
 ) -> None:
     assert stack.config
     killed: list[str] = []
+    all_approved = asyncio.Event()
 
     async def kill_at_the_first_provenance(request: web.Request) -> int | None:
         if request.method == "POST" and request.path.endswith("/Provenance") and not killed:
+            # Hold the write until every draft is approved: killed earlier, writeback would refuse the rest.
+            await all_approved.wait()
             assert deployment.processes is not None
-            deployment.processes["writeback"].signal(signal.SIGKILL)
-            killed.append(request.path)
+            if not killed:  # another write may have waited here too
+                deployment.processes["writeback"].signal(signal.SIGKILL)
+                killed.append(request.path)
             return 503  # writeback is gone; nothing reaches the EHR
         return None
 
@@ -215,6 +219,7 @@ async def test_writeback_killed_between_a_resource_and_its_provenance_writes_eac
         await _until_async(lambda: all(deployment.status(d) == "pending" for d in drafts), 60)
         for d in drafts:
             await asyncio.to_thread(deployment.approve, d)
+        all_approved.set()
         await _until_async(lambda: bool(killed), 60)
         assert deployment.processes is not None
         await asyncio.to_thread(deployment.processes["writeback"].stop, 1)

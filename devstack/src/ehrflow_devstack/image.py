@@ -53,9 +53,7 @@ def instructions(text: str) -> list[tuple[str, str]]:
     pending = ""
     for line in text.splitlines():
         stripped = line.strip()
-        if not stripped or (stripped.startswith("#") and not pending):
-            continue
-        if stripped.startswith("#"):
+        if not stripped or stripped.startswith("#"):  # a comment inside a continued line is dropped too
             continue
         if stripped.endswith("\\"):
             pending += stripped[:-1] + " "
