@@ -110,6 +110,11 @@ def test_every_object_is_valid_kubernetes(case: str, kube: str) -> None:
     assert checked >= 7
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_every_object_is_in_the_release_namespace(case: str) -> None:
+    assert {o["metadata"].get("namespace") for o in rendered(case)} == {"clinical-ai"}
+
+
 def test_strict_validation_does_reject_an_unknown_field() -> None:
     """The check above can fail: a misspelt field in a Deployment is refused."""
     deployment = json.loads(json.dumps(of_kind("minimal-values.yaml", "Deployment")[0]))

@@ -9,9 +9,11 @@ steps are the Dockerfile's own lines, a change to the recipe is what gets tested
 not know stops it rather than being skipped.
 
 Like Docker's layer cache, the build stage's steps before ``ARG SERVICE`` (the dependency layer) are done
-once per content (their lines and the files they copy) in ``layers`` and shared by hard links between
-the services assembled there. The virtualenvs are used through ``python -m pip``, which finds its
-environment from where its ``python`` sits, so a linked copy is a working one.
+once per content (their lines, the files they copy and the interpreter) and kept in
+``~/.cache/ehrflow/image-layers``, shared by hard links between the services and the runs that assemble
+the same layer: only the first run on a machine, or the first after a lock changes, pays for it. The
+virtualenvs are used through ``python -m pip``, which finds its environment from where its ``python``
+sits, so a linked copy is a working one.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from ehrflow_devstack.browser import cache_dir
 
 ROOT = Path(__file__).resolve().parents[3]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -71,13 +76,15 @@ def _expand(text: str, args: dict[str, str]) -> str:
     return VARIABLE.sub(lambda m: args.get(m.group(1) or m.group(2), m.group(0)), text)
 
 
-def _python_dir(scratch: Path) -> Path:
-    """A folder whose ``python`` is this machine's base interpreter (not the development virtualenv)."""
-    folder = scratch / "host-bin"
+def _python_dir(layers: Path) -> Path:
+    """A folder whose ``python`` is this machine's base interpreter (not the development virtualenv). It
+    lives beside the layers and is never moved: the virtualenvs made in a layer link to it."""
+    base = getattr(sys, "_base_executable", sys.executable)
+    folder = layers / f"host-bin-{hashlib.sha256(base.encode()).hexdigest()[:8]}"
     folder.mkdir(parents=True, exist_ok=True)
     link = folder / "python"
-    if not link.exists():
-        link.symlink_to(getattr(sys, "_base_executable", sys.executable))
+    if not link.is_symlink():
+        link.symlink_to(base)
     return folder
 
 
@@ -89,7 +96,7 @@ def _tool(name: str) -> str:
 
 
 def _layer_key(steps: list[tuple[str, str]]) -> str:
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(sys.version.encode())
     for name, raw in steps:
         digest.update(f"{name} {raw}\n".encode())
         if name == "COPY":
@@ -104,24 +111,42 @@ def assemble(service: str, scratch: Path, *, layers: Path | None = None, dockerf
     the dependency layer comes from ``layers`` when it holds one for the same steps."""
     steps = instructions(dockerfile.read_text())
     shared = next(i for i, (name, raw) in enumerate(steps) if name == "ARG" and raw == "SERVICE")
-    layers = layers or scratch / "layers"
-    layer = layers / _layer_key(steps[:shared]) / "root"
-    if not layer.exists():
-        _carry_out(steps[:shared], "", layer.parent, layer)
+    layers = layers or cache_dir() / "image-layers"
+    layer = _dependency_layer(steps[:shared], layers)
     root = scratch / "root"
     scratch.mkdir(parents=True, exist_ok=True)
     subprocess.run([_tool("cp"), "-al", str(layer), str(root)], check=True)  # hard links: no copy
-    return _carry_out(steps, service, scratch, root, skip=shared)
+    return _carry_out(steps, service, scratch, root, python=_python_dir(layers), skip=shared)
 
 
-def _carry_out(steps: list[tuple[str, str]], service: str, scratch: Path, root: Path, *, skip: int = 0) -> Image:
-    """Do ``steps`` with the image's root at ``root``; the first ``skip`` only set the stage and folder."""
+def _dependency_layer(steps: list[tuple[str, str]], layers: Path) -> Path:
+    """The root holding ``steps`` done, from ``layers`` or made there (in a folder of its own, renamed into
+    place when complete, so an interrupted or concurrent build never leaves half a layer)."""
+    key = _layer_key(steps)
+    layer = layers / key / "root"
+    if layer.exists():
+        return layer
+    layers.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(dir=layers, prefix=f".{key}-"))
+    _carry_out(steps, "", building, building / "root", python=_python_dir(layers))
+    try:
+        building.rename(layers / key)
+    except OSError:  # another run made it meanwhile
+        shutil.rmtree(building)
+    return layer
+
+
+def _carry_out(
+    steps: list[tuple[str, str]], service: str, scratch: Path, root: Path, *, python: Path, skip: int = 0
+) -> Image:
+    """Do ``steps`` with the image's root at ``root`` and ``python`` first on the path; the first ``skip``
+    only set the stage and folder."""
     root.mkdir(parents=True, exist_ok=True)
     image = Image(root)
     args: dict[str, str] = {}
     stage = 0
     cwd = root
-    path = f"{_python_dir(scratch)}:/usr/bin:/bin"
+    path = f"{python}:/usr/bin:/bin"
 
     def here(text: str) -> str:
         return ABSOLUTE.sub(lambda m: f"{root}/{m.group(1)}", text)
