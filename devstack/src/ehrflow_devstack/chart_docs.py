@@ -26,7 +26,7 @@ INTRO = """# ehrflow Helm chart
 One chart for ehrflow's four services (auth, ingest, inference, writeback). Installing it, the values a
 production install sets, adding an organization, rotating a key and upgrading are in the repository's
 `docs/deploy.md`. `values.schema.json` rejects unknown keys and wrong types, and the chart refuses to
-guess what it cannot know: Kafka's bootstrap servers, the Redis URL, the organizations and the names of
+guess what it cannot know: the images' registry, Kafka's bootstrap servers, the Redis URL, the organizations and the names of
 the Secrets are required. The `ci/*-values.yaml` files are the cases the tests render and check.
 
 ## Values
