@@ -29,6 +29,19 @@ _HANDED_OUT: set[int] = set()
 (the EHRs must know auth's JWKS URL), so a port chosen and not yet bound must never be chosen again."""
 
 
+def _port_range() -> tuple[int, int]:
+    """Ports below the ephemeral range, split between pytest-xdist workers: each worker is a process of its
+    own, so one could choose a port another chose and has not bound yet (a stack picks many before its
+    processes start). With a share each, they never meet."""
+    first, last = 10_000, min(_ephemeral_range()[0], 49152) - 1
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if worker.startswith("gw") and count > 1:
+        share = (last - first + 1) // count
+        first += int(worker[2:]) * share
+        last = first + share - 1
+    return first, last
+
+
 def free_port() -> int:
     """A free loopback port *outside* the kernel's ephemeral range, never the same one twice.
 
@@ -36,9 +49,9 @@ def free_port() -> int:
     a child process binding it, any client connection (Kafka, Redis, HTTP) may take it. Below the range
     only listeners compete, and each candidate is checked.
     """
-    low = min(_ephemeral_range()[0], 49152)
+    first, last = _port_range()
     for _ in range(500):
-        port = random.randint(10_000, low - 1)  # noqa: S311 - choosing a port, not a secret
+        port = random.randint(first, last)  # noqa: S311 - choosing a port, not a secret
         if port in _HANDED_OUT:
             continue
         with socket.socket() as s:
