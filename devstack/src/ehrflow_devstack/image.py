@@ -3,8 +3,8 @@
 The repository's one ``Dockerfile`` is read and its build stage is carried out here: ``ARG``, ``WORKDIR``,
 ``COPY`` and ``RUN`` in order, each absolute path the Dockerfile names (``/opt/venv``, ``/wheels``, ``/src``)
 moved under a scratch folder standing for the image's root. ``RUN`` lines run as written, with ``python``
-being this machine's base interpreter (the same minor version as the image's). The final stage's ``ENV``,
-``USER`` and ``ENTRYPOINT`` are returned, so a test can start the service as the image would. Because the
+being this machine's base interpreter (the same minor version as the image's). The final stage's ``ENV``
+and ``ENTRYPOINT`` are returned, so a test can start the service as the image would. Because the
 steps are the Dockerfile's own lines, a change to the recipe is what gets tested; a step this reader does
 not know stops it rather than being skipped.
 
@@ -43,9 +43,7 @@ VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 class Image:
     root: Path
     env: dict[str, str] = field(default_factory=dict)
-    user: str = ""
     entrypoint: list[str] = field(default_factory=list)
-    exposed: list[str] = field(default_factory=list)
 
     def files(self) -> set[str]:
         """Every path under the image's ``/opt`` (what the image ships), relative to the root."""
@@ -158,7 +156,7 @@ def _carry_out(
             args[key] = service if key == "SERVICE" else args.get(key, default)
         elif name == "FROM":
             stage += 1
-        elif name == "LABEL":
+        elif name in ("LABEL", "USER", "EXPOSE"):  # metadata; tests/test_dockerfile.py checks the user
             continue
         elif name == "WORKDIR":
             cwd = Path(here(_expand(raw, args)))
@@ -178,10 +176,6 @@ def _carry_out(
             for assignment in shlex.split(raw):
                 key, _, value = assignment.partition("=")
                 image.env[key] = here(_expand(value, {**image.env, "PATH": path}))
-        elif name == "USER" and stage == 2:
-            image.user = raw
-        elif name == "EXPOSE":
-            image.exposed += raw.split()
         elif name == "ENTRYPOINT" and stage == 2:
             image.entrypoint = [here(part) for part in shlex.split(raw.strip("[]").replace(",", " "))]
         else:
